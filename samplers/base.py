@@ -1,0 +1,154 @@
+r"""The sampler contract, the sampler registry, and the NFE-counting progress bar.
+
+A sampler receives everything in the **model convention** (see :mod:`zsir.units`): the measurement ``y`` of the
+[-1, 1] image, the per-sample noise std ``sigma_y`` in [-1, 1] units, shape ``(B, 1, 1, 1)``, and returns the
+restored batch in [-1, 1]. :func:`zsir.solve` does the conversion from and to [0, 1] once.
+
+Writing a sampler::
+
+    @register_sampler("mine")
+    class Mine(Sampler):
+        default_steps = 20
+        hyperparameters = {"eta": 0.5}
+        presets = {"paper": Preset("Mine et al. 2025, Table 1", {"eta": 0.3})}
+
+        @classmethod
+        def pd_params(cls, pd):               # pd in [0, 1]: 0 = faithful, 1 = perceptual
+            return {"eta": pd}
+
+        def run(self, y, operator, sigma_y, generator):
+            x = ...
+            x0 = self.denoise(x, sigma)       # counts one NFE and advances the bar
+            ...
+            return x
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from zsir.operators.base import LinearOperator
+from zsir.priors.base import Prior
+from zsir.registry import Registry
+
+__all__ = ["Sampler", "Preset", "SAMPLERS", "register_sampler", "randn"]
+
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+register_sampler = SAMPLERS.register
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of hyperparameters; ``description`` says which paper/table/setting it reproduces."""
+
+    description: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def randn(shape: Sequence[int], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Standard normal noise of ``shape`` on ``like``'s device and dtype, drawn from ``generator``.
+
+    The generator may live on another device than ``like`` (e.g. a CPU generator for CUDA tensors); the noise is
+    then drawn on the generator's device and moved.
+    """
+    gdev = generator.device if generator is not None else like.device
+    z = torch.randn(tuple(shape), generator=generator, device=gdev, dtype=torch.float32)
+    return z.to(device=like.device, dtype=like.dtype)
+
+
+class Sampler:
+    """Base class of zero-shot restoration samplers.
+
+    Args:
+        prior: the :class:`~zsir.priors.Prior` to sample with.
+        steps: number of iterations (sampler-specific meaning; ``None`` = ``default_steps``).
+        progress: show a tqdm bar with the NFE count.
+        **hyperparameters: values for the keys of :attr:`hyperparameters` (unknown keys raise ValueError).
+
+    Class attributes:
+        name: registry name.
+        default_steps: iterations when ``steps`` is ``None``.
+        hyperparameters: defaults of the sampler's own parameters (paper symbols).
+        presets: named settings reproducing published results.
+        needs_grad: True only for samplers that differentiate through the prior (DPS).
+    """
+
+    name: ClassVar[str] = ""
+    default_steps: ClassVar[int] = 100
+    hyperparameters: ClassVar[dict[str, Any]] = {}
+    presets: ClassVar[dict[str, Preset]] = {}
+    needs_grad: ClassVar[bool] = False
+
+    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
+        if not isinstance(prior, Prior):
+            raise TypeError(f"prior: expected a zsir.priors.Prior, got {type(prior).__name__}")
+        unknown = sorted(set(hyperparameters) - set(self.hyperparameters))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}: unknown hyperparameter(s) {unknown}; "
+                f"known: {sorted(self.hyperparameters)}"
+            )
+        self.prior = prior
+        self.steps = int(steps) if steps is not None else self.default_steps
+        if self.steps < 1:
+            raise ValueError(f"steps: expected a positive integer, got {steps}")
+        self.progress = progress
+        self.params: dict[str, Any] = {**self.hyperparameters, **hyperparameters}
+        self.nfe = 0
+        self._bar: tqdm | None = None
+
+    # ----- pd knob and presets --------------------------------------------------------------------------------
+    @classmethod
+    def pd_params(cls, pd: float) -> dict[str, Any]:
+        """Hyperparameters for perception-distortion position ``pd`` in [0, 1] (0 = faithful, 1 = perceptual)."""
+        raise NotImplementedError(f"{cls.__name__} has no perception-distortion mapping")
+
+    @classmethod
+    def preset(cls, name: str) -> Preset:
+        if name not in cls.presets:
+            raise ValueError(
+                f"preset: unknown preset {name!r} for sampler {cls.name!r}; known: {sorted(cls.presets)}"
+            )
+        return cls.presets[name]
+
+    # ----- running --------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        y: Tensor,
+        operator: LinearOperator,
+        sigma_y: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Restore ``y`` (model units) and return the restoration in [-1, 1] (model units)."""
+        self.nfe = 0
+        with tqdm(total=self.total_nfe(), disable=not self.progress, desc=self.name, unit="nfe", leave=False) as bar:
+            self._bar = bar
+            try:
+                if self.needs_grad:
+                    return self.run(y, operator, sigma_y, generator)
+                with torch.no_grad():
+                    return self.run(y, operator, sigma_y, generator)
+            finally:
+                self._bar = None
+
+    def total_nfe(self) -> int | None:
+        """Expected number of prior calls for the configured steps (``None`` if unknown)."""
+        return None
+
+    def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
+        raise NotImplementedError
+
+    def denoise(self, x: Tensor, sigma: float | Tensor, **kwargs) -> Tensor:
+        """Call the prior's denoiser once, counting one NFE (one network call for the whole batch)."""
+        out = self.prior.denoise(x, sigma, **kwargs)
+        self.nfe += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(nfe=self.nfe, refresh=False)
+        return out

@@ -1,0 +1,67 @@
+r"""Update steps shared by the samplers: re-noising, noise injection and data-consistency steps.
+
+Every state is **variance exploding** in [-1, 1] model units: ``x = x0 + sigma * eps``. (A VP state
+``sqrt(abar) x0 + sqrt(1 - abar) eps`` is the VE state times ``sqrt(abar)``, so the DDIM / DiffPIR formulas
+below are the VP formulas divided by ``sqrt(abar_next)``.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from zsir.operators.base import LinearOperator
+from zsir.samplers.base import randn
+
+__all__ = ["noise_estimate", "renoise", "inject_noise", "back_project", "ls_gradient"]
+
+
+def noise_estimate(x: Tensor, x0: Tensor, sigma: float | Tensor) -> Tensor:
+    r"""Effective noise of a VE state: ``eps_hat = (x - x0) / sigma``."""
+    return (x - x0) / sigma
+
+
+def renoise(
+    x0: Tensor, eps: Tensor, sigma_next: float | Tensor, zeta: float | Tensor, generator: torch.Generator | None
+) -> Tensor:
+    r"""DDIM / DiffPIR re-noising to level ``sigma_next``:
+
+    .. math:: x_{next} = x_0 + \sigma_{next} (\sqrt{1 - \zeta}\, \hat\epsilon + \sqrt{\zeta}\, n),\quad n \sim N(0, I)
+
+    ``zeta = 0`` is deterministic DDIM; ``zeta = 1`` is fresh noise.
+    """
+    zeta_t = torch.as_tensor(zeta, dtype=x0.dtype, device=x0.device)
+    mix = torch.sqrt(1.0 - zeta_t) * eps
+    if bool((zeta_t > 0).any()):
+        mix = mix + torch.sqrt(zeta_t) * randn(x0.shape, generator, x0)
+    return x0 + sigma_next * mix
+
+
+def inject_noise(
+    x0: Tensor, z_hat_minus: Tensor, sigma_next: float | Tensor, eta: float, generator: torch.Generator | None
+) -> Tensor:
+    r"""CM4IR noise injection (cm4ir.md 1.4) to level ``sigma_next``:
+
+    .. math:: x_{next} = x_0 + \sigma_{next} (\eta\, z + \sqrt{1 - \eta^2}\, \hat z^-),\quad z \sim N(0, I)
+
+    where ``z_hat_minus = (x0_pre - x) / sigma`` is the **negated** noise estimate (DDIM would use ``+eps_hat``).
+    """
+    return x0 + sigma_next * (eta * randn(x0.shape, generator, x0) + math.sqrt(max(1.0 - eta * eta, 0.0)) * z_hat_minus)
+
+
+def back_project(
+    x0: Tensor, y: Tensor, operator: LinearOperator, eta_reg: float | Tensor = 0.0, mu: float = 1.0
+) -> Tensor:
+    r"""Back-projection ``x0 - mu A^T (A A^T + eta_reg I)^{-1} (A x0 - y)``.
+
+    With ``mu = 1`` and ``eta_reg = 0`` it is the projection onto ``{x : A x = y}`` (DDNM's range-null-space
+    step). ``eta_reg`` is in squared model units of y.
+    """
+    return x0 - mu * operator.pinv(operator.A(x0) - y, eta_reg)
+
+
+def ls_gradient(x: Tensor, y: Tensor, operator: LinearOperator) -> Tensor:
+    r"""Gradient of ``1/2 ||A x - y||^2``: ``A^T (A x - y)``."""
+    return operator.At(operator.A(x) - y)

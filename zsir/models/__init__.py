@@ -1,0 +1,1 @@
+"""Networks defined by zsir itself (NDR-Restore, the built-in prior) and their training."""
