@@ -8,7 +8,6 @@ and cm4ir.md 1.2 exactly (a float64 re-implementation can shift ``nearest_t`` ti
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
 __all__ = [
