@@ -34,7 +34,7 @@ def test_denoise_pads_to_multiple_and_crops_back():
 
 
 def test_tiling_matches_untiled_for_a_pointwise_denoiser():
-    x = torch.randn(1, 3, 70, 90)
+    x = torch.randn(1, 3, 70, 90, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref = ShrinkPrior().denoise(x, 0.7)
     tiled = ShrinkPrior(tile_size=32)
     out = tiled.denoise(x, 0.7)
