@@ -1,0 +1,182 @@
+"""Downloads, caches and checkpoint files for the prior loaders.
+
+* Hugging Face Hub files go to the Hugging Face cache (``huggingface_hub.hf_hub_download``); ``HF_HUB_OFFLINE=1``
+  is honoured even when it is set after ``huggingface_hub`` was imported.
+* Plain URLs (e.g. OpenAI's ``openaipublic`` blobs) go to :func:`cache_dir` (``$ZSIR_CACHE``, else
+  ``$XDG_CACHE_HOME/zsir``, else ``~/.cache/zsir``), downloaded to a ``.part`` file and renamed when complete.
+* Without network, :class:`PriorDownloadError` says which file is needed, where it comes from and where to put
+  it. A truncated or corrupt file, or a state dict that does not fit the network, raises
+  :class:`CheckpointError` naming the file and the first mismatching keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "PriorDownloadError",
+    "CheckpointError",
+    "cache_dir",
+    "is_offline",
+    "hub_file",
+    "url_file",
+    "read_state_dict",
+    "check_state_dict",
+]
+
+
+class PriorDownloadError(RuntimeError):
+    """A prior's weights are not available locally and cannot be downloaded."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is corrupt or its state dict does not fit the network."""
+
+
+def cache_dir() -> Path:
+    """zsir's cache folder for URL downloads and converted checkpoints (read from the environment each call)."""
+    if os.environ.get("ZSIR_CACHE"):
+        return Path(os.environ["ZSIR_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "zsir"
+
+
+def is_offline() -> bool:
+    """``True`` when ``HF_HUB_OFFLINE`` is set (checked at call time) or huggingface_hub was imported offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Path:
+    """Local path of ``filename`` in Hub repo ``repo_id``, downloading it into the Hugging Face cache if needed.
+
+    Raises:
+        FileNotFoundError: the repository has no such file (the caller may try an alternative name).
+        PriorDownloadError: the file is not cached and cannot be downloaded (offline or no network).
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    offline = is_offline()
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline))
+    except LocalEntryNotFoundError as err:
+        raise _hub_error(repo_id, filename, offline, constants.HF_HUB_CACHE, err) from err
+    except (EntryNotFoundError, RepositoryNotFoundError) as err:
+        raise FileNotFoundError(
+            f"{filename!r} is not in Hub repository {repo_id!r} (or the repository does not exist or is private): "
+            f"{err}"
+        ) from err
+    except OSError as err:  # network and HTTP errors (huggingface_hub's HTTP errors are OSErrors)
+        raise _hub_error(repo_id, filename, offline, constants.HF_HUB_CACHE, err) from err
+
+
+def _hub_error(repo_id: str, filename: str, offline: bool, cache: str, err: Exception) -> PriorDownloadError:
+    why = "HF_HUB_OFFLINE is set" if offline else f"the download failed ({type(err).__name__}: {err})"
+    return PriorDownloadError(
+        f"{filename!r} from Hugging Face Hub repository {repo_id!r} "
+        f"(https://huggingface.co/{repo_id}/blob/main/{filename}) is needed but is not in the cache and {why}. "
+        f"To load it offline, run once with network access (it is stored under {cache}), or download the "
+        f"repository to a folder yourself (`hf download {repo_id} --local-dir DIR`) and pass that folder's path "
+        "instead of the name."
+    )
+
+
+def url_file(url: str, filename: str | None = None) -> Path:
+    """Local path of the file at ``url``, downloaded once into ``cache_dir() / "downloads"``.
+
+    Raises:
+        PriorDownloadError: not cached and offline, or the download failed.
+    """
+    name = filename or url.rstrip("/").split("/")[-1].split("?")[0]
+    dest = cache_dir() / "downloads" / name
+    if dest.is_file():
+        return dest
+    if is_offline():
+        raise _url_error(url, dest, "HF_HUB_OFFLINE is set")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
+            shutil.copyfileobj(response, f, length=1 << 20)
+        part.replace(dest)
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise _url_error(url, dest, f"the download failed ({type(err).__name__}: {err})") from err
+    return dest
+
+
+def _url_error(url: str, dest: Path, why: str) -> PriorDownloadError:
+    return PriorDownloadError(
+        f"{dest.name!r} is needed but is not cached and {why}. It comes from {url}. To load it offline, download "
+        f"it on a machine with network access and put it at {dest} (or set ZSIR_CACHE to a folder holding "
+        f"downloads/{dest.name}), or pass the file's path instead of the name."
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a ``.safetensors`` file or a torch file (``torch.load(weights_only=True)``) as a flat state dict.
+
+    Torch files holding ``{"state_dict": ...}``, ``{"model": ...}`` or ``{"ema": ...}`` are unwrapped.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, corrupt, or holds no tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} ({path.stat().st_size} bytes): {type(err).__name__}: {err}. "
+            "The file is probably truncated or corrupt (an interrupted download?): delete it and download it again."
+        ) from err
+    for key in ("state_dict", "model", "ema"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not any(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds no state dict of tensors (got {type(state).__name__})")
+    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def check_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str, *, show: int = 5) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly ``model``'s keys and shapes.
+
+    The message names ``source`` (the file) and the first ``show`` missing, unexpected and mis-shaped keys.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    parts = [
+        f"{label} ({len(keys)}): {', '.join(keys[:show])}{', ...' if len(keys) > show else ''}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if keys
+    ]
+    raise CheckpointError(
+        f"checkpoint {source!r} does not fit the network ({'; '.join(parts)}). Is it the right file for this "
+        "config / model?"
+    )
