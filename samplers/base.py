@@ -144,9 +144,13 @@ class Sampler:
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         raise NotImplementedError
 
-    def denoise(self, x: Tensor, sigma: float | Tensor, **kwargs) -> Tensor:
-        """Call the prior's denoiser once, counting one NFE (one network call for the whole batch)."""
-        out = self.prior.denoise(x, sigma, **kwargs)
+    def denoise(self, x: Tensor, sigma: float | Tensor, *, prior: Prior | None = None, **kwargs) -> Tensor:
+        """Call the prior's denoiser once, counting one NFE (one network call for the whole batch).
+
+        ``prior`` selects another prior than ``self.prior`` (e.g. RDMD's deterministic branch); it is counted
+        the same way.
+        """
+        out = (self.prior if prior is None else prior).denoise(x, sigma, **kwargs)
         self.nfe += 1
         if self._bar is not None:
             self._bar.update(1)

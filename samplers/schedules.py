@@ -18,6 +18,9 @@ __all__ = [
     "uniform_timesteps",
     "dpir_sigmas",
     "cm4ir_taus",
+    "truncate_to_prior",
+    "prior_alphas_cumprod",
+    "diffusion_levels",
 ]
 
 
@@ -79,3 +82,34 @@ def cm4ir_taus(i_n: int, gamma: float, num_steps: int = 4) -> list[float]:
         taus.append(float(np.clip(np.sqrt(1.0 - abar), 0.002, 80.0)))
         abar = min((1.0 + gamma) * abar, 0.9999)
     return taus
+
+
+def truncate_to_prior(sigmas, sigma_max: float) -> int:
+    r"""Start index of a noisiest-first schedule for a prior that is only valid up to ``sigma_max``.
+
+    Returns the first index ``k`` with ``sigmas[k] <= sigma_max`` (model units; a relative slack of 1e-6 absorbs
+    float32 rounding), or the last index when every level is above ``sigma_max`` (so at least one step runs).
+    Samplers start there **from an informative initialisation** (e.g. ``pinv(y)`` plus noise of that level)
+    instead of pure noise: a denoiser prior (DRUNet-like, ``sigma_max`` ~ 0.4) or a consistency model
+    (``sigma_max = 80``) never sees a level it was not trained for. Diffusion priors whose table covers the
+    schedule (``sigma_max = sigma_{T-1}``) are not truncated.
+    """
+    levels = np.asarray([float(s) for s in sigmas], dtype=np.float64)
+    ok = np.nonzero(levels <= float(sigma_max) * (1.0 + 1e-6))[0]
+    return int(ok[0]) if ok.size else max(len(levels) - 1, 0)
+
+
+def prior_alphas_cumprod(prior) -> np.ndarray:
+    """The alpha-bar table parametrising a sampler's noise levels: ``prior.alphas_cumprod`` (float32 numpy) for a
+    discrete-time diffusion prior, else the DDPM linear table (continuous, denoiser and exact priors)."""
+    table = getattr(prior, "alphas_cumprod", None)
+    if table is None:
+        return ddpm_linear_alphas_cumprod()
+    return np.asarray(table.detach().cpu().numpy() if isinstance(table, Tensor) else table, dtype=np.float32)
+
+
+def diffusion_levels(timesteps, alphas_cumprod: np.ndarray | Tensor) -> list[float]:
+    """VE levels ``sigma_t`` (model units) of noisiest-first ``timesteps``, followed by ``0.0`` (the clean end
+    point that the last step of a DDIM / DDPM-type sampler moves to)."""
+    table = sigma_table(alphas_cumprod)
+    return [float(table[int(t)]) for t in timesteps] + [0.0]

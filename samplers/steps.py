@@ -15,7 +15,15 @@ from torch import Tensor
 from zsir.operators.base import LinearOperator
 from zsir.samplers.base import randn
 
-__all__ = ["noise_estimate", "renoise", "inject_noise", "back_project", "ls_gradient"]
+__all__ = [
+    "noise_estimate",
+    "renoise",
+    "inject_noise",
+    "renoise_or_inject",
+    "back_project",
+    "ls_gradient",
+    "initial_state",
+]
 
 
 def noise_estimate(x: Tensor, x0: Tensor, sigma: float | Tensor) -> Tensor:
@@ -51,6 +59,23 @@ def inject_noise(
     return x0 + sigma_next * (eta * randn(x0.shape, generator, x0) + math.sqrt(max(1.0 - eta * eta, 0.0)) * z_hat_minus)
 
 
+def renoise_or_inject(
+    x0: Tensor,
+    eps: Tensor,
+    sigma_next: float | Tensor,
+    zeta: float | Tensor,
+    generator: torch.Generator | None,
+    eta_ni: float | None = None,
+) -> Tensor:
+    r"""The next state of a DDIM-type sampler: :func:`renoise` ``(x0, eps, sigma_next, zeta)`` or, with ``eta_ni``
+    set, CM4IR's :func:`inject_noise` ``(x0, -eps, sigma_next, eta_ni)`` (the "and beyond" port of cm4ir.md 4: the
+    re-injected estimated noise is **reversed** and mixed with fresh noise by a variance-preserving rotation).
+    """
+    if eta_ni is None:
+        return renoise(x0, eps, sigma_next, zeta, generator)
+    return inject_noise(x0, -eps, sigma_next, eta_ni, generator)
+
+
 def back_project(
     x0: Tensor, y: Tensor, operator: LinearOperator, eta_reg: float | Tensor = 0.0, mu: float = 1.0
 ) -> Tensor:
@@ -65,3 +90,21 @@ def back_project(
 def ls_gradient(x: Tensor, y: Tensor, operator: LinearOperator) -> Tensor:
     r"""Gradient of ``1/2 ||A x - y||^2``: ``A^T (A x - y)``."""
     return operator.At(operator.A(x) - y)
+
+
+def initial_state(
+    y: Tensor,
+    operator: LinearOperator,
+    sigma: float,
+    generator: torch.Generator | None,
+    informative: bool,
+    eta_reg: float | Tensor = 0.0,
+) -> Tensor:
+    r"""Start state ``x = x_init + sigma n`` (VE, model units) of a sampler whose first level is ``sigma``.
+
+    ``x_init = A^T (A A^T + eta_reg I)^{-1} y`` when ``informative`` (a schedule truncated to a prior's
+    ``sigma_max``), else 0: the pure-noise start of a full diffusion schedule (the VP ``x_T ~ N(0, I)``).
+    """
+    x_shape = operator.x_shape(tuple(y.shape))
+    x_init = operator.pinv(y, eta_reg) if informative else torch.zeros(x_shape, device=y.device, dtype=y.dtype)
+    return x_init + sigma * randn(x_shape, generator, y)

@@ -1,0 +1,97 @@
+"""Sampler overhead: wall time / (NFE x prior forward time), for every registered sampler.
+
+A ratio of 1.0 means the sampler costs exactly its network calls; everything above is the sampler's own work
+(operator applications, pseudo-inverses, noise, bookkeeping). Goal: <= 1.05 for samplers that only call the
+prior forward; DPS differentiates through the prior, so its ratio includes the backward pass (~3x).
+
+Setting: 256x256 RGB, batch 4, CPU, a small conv net (4 conv layers, 32 channels) wrapped as a
+:class:`~zsir.priors.DenoiserPrior`, operator ``BicubicSR(4)``, sigma_y = 0.05. The forward time is the median of
+``prior.denoise`` calls on the same batch (the same call path the samplers use), measured just before and just
+after each sampler run and averaged (the shared machine's load drifts).
+
+Run::
+
+    nice .venv/bin/python benchmarks/overhead.py [--size 256] [--batch 4] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from zsir import units
+from zsir.operators.separable import BicubicSR
+from zsir.priors.denoiser import DenoiserPrior
+from zsir.samplers import SAMPLERS
+
+STEPS = {"rdmd": 10, "cm4ir": 4, "ddrm": 10, "ddnm": 10, "diffpir": 10, "dps": 5, "pnp": 8}
+
+
+class ConvNet(nn.Module):
+    """Residual 4-layer conv net ``x - net(x)``; ignores sigma (only the cost matters here)."""
+
+    def __init__(self, channels: int = 3, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, channels, 3, padding=1),
+        )
+
+    def forward(self, x, sigma):
+        return x - 0.1 * self.body(x)
+
+
+def forward_time(prior, x: torch.Tensor, repeats: int = 5) -> float:
+    with torch.no_grad():
+        prior.denoise(x, 0.5)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            prior.denoise(x, 0.5)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=int, default=32, help="conv-net width (forward cost grows ~ width^2)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    # sigma_max 100 covers every schedule: no start truncation
+    prior = DenoiserPrior(ConvNet(width=args.width), sigma_max=100.0, name=f"conv4x{args.width}")
+    op = BicubicSR(4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=g)
+    sigma = torch.full((args.batch, 1, 1, 1), 0.05)
+    y = op.A(units.image_to_model(x))
+    y = y + units.sigma_to_model(sigma) * torch.randn(y.shape, generator=g)
+    x_model = units.image_to_model(x)
+
+    shape = f"{args.batch}x3x{args.size}x{args.size}"
+    print(f"prior: {prior.name}, batch {shape}, {args.threads} threads, operator BicubicSR(4), sigma_y 0.05")
+    print(f"{'sampler':<10}{'steps':>6}{'NFE':>6}{'fwd ms':>8}{'wall s':>10}{'NFE x fwd s':>13}{'ratio':>8}")
+    for name in SAMPLERS.names():
+        cls = SAMPLERS.get(name)
+        steps = STEPS.get(name, 10)
+        sampler = cls(prior, steps=steps, progress=False)
+        before = forward_time(prior, x_model)
+        t0 = time.perf_counter()
+        sampler(y, op, units.sigma_to_model(sigma), torch.Generator().manual_seed(0))
+        wall = time.perf_counter() - t0
+        t_fwd = 0.5 * (before + forward_time(prior, x_model))  # bracket the run: the machine load drifts
+        ideal = sampler.nfe * t_fwd
+        print(f"{name:<10}{steps:>6}{sampler.nfe:>6}{t_fwd * 1e3:>8.0f}{wall:>10.2f}{ideal:>13.2f}{wall / ideal:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+r"""DiffPIR: denoising diffusion models for plug-and-play image restoration.
+
+Y. Zhu, K. Zhang, J. Liang, J. Cao, B. Wen, R. Timofte, L. Van Gool, *Denoising Diffusion Models for Plug-and-Play
+Image Restoration*, CVPRW (NTIRE) 2023, arXiv:2305.08995 (MIT-licensed official code, ``generate_mode: DiffPIR``,
+``sub_1_analytic``, ``eta = 0``; rewritten in zsir's VE form).
+
+All states are VE in model units, ``x = x0 + sigma eps`` (the paper's VP state divided by ``sqrt(abar_t)``). With
+the quad-spaced levels ``sigma_{t_k}`` (:func:`~zsir.samplers.schedules.quad_timesteps`), for ``k < N - 1``:
+
+.. math::
+
+    x_0 &= D(x, \sigma_{t_k})\\
+    \hat x_0 &= \arg\min_z \|y - A z\|^2 + \rho_k \|z - x_0\|^2
+              = \mathrm{prox}_{l2}(x_0, y, \gamma = 1 / \rho_k),\qquad
+        \rho_k = \lambda \max(\sigma_y^{[0,1]}, 10^{-3})^2 / \sigma_{t_k}^2\\
+    \hat\epsilon &= (x - \hat x_0) / \sigma_{t_k}\\
+    x &\leftarrow \hat x_0 + \sigma_{t_{k+1}} (\sqrt{1 - \zeta}\, \hat\epsilon + \sqrt{\zeta}\, n)
+
+and the last step returns ``x_0 = D(x, sigma_{t_{N-1}})`` without a data step (as the official code). **Units:**
+``rho`` uses ``sigma_y`` in **[0, 1] image units** (:func:`zsir.units.sigma_to_image` of the model-unit input,
+floored at 1e-3 as the code), like RDMD; ``sigma_t`` is the VE level of the [-1, 1] image. The data sub-problem is
+invariant under the affine [0, 1] -> [-1, 1] map (both terms scale by 4), so solving it in model units with the
+same ``rho`` reproduces the official [0, 1] solver. ``operator.prox_l2(z, y, gamma)`` minimises
+``gamma/2 ||A x - y||^2 + 1/2 ||x - z||^2``, hence ``gamma = 1 / rho_k``. In Bayesian terms this is the MAP of
+``||y - A x||^2 / (2 sigma_m^2) + lambda / 4 * ||x - x_0||^2 / (2 sigma_t^2)`` with ``sigma_m = 2 sigma_y^{[0,1]}``:
+``lambda = 4`` treats ``x_0`` as a Gaussian guess of variance ``sigma_t^2``.
+
+**NFE = N** (one prior call per step). **Noise injection** (``noise_injection=True``, cm4ir.md 4 reconstruction):
+the re-noising becomes ``x_hat0 + sigma' (eta_ni n + sqrt(1 - eta_ni^2) (-eps_hat))``. **Start truncation**: a
+prior whose ``sigma_max`` is below the first level starts at the first level it covers from the informative
+``x = A^+ y + sigma n``.
+
+**Perception-distortion knob:** ``zeta = 1 - pd`` (``pd = 0``: fresh noise at every step, lowest distortion;
+``pd = 1``: deterministic re-noising with the estimated noise, which carries the data-step corrections and the
+detail of earlier steps forward). The distortion (MSE to the exact posterior mean) grows monotonically with ``pd``
+on exact Gaussian problems (``tests/test_baselines.py``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from zsir import units
+from zsir.operators.base import LinearOperator
+from zsir.priors.base import Prior
+from zsir.samplers.base import Preset, Sampler, register_sampler
+from zsir.samplers.schedules import diffusion_levels, prior_alphas_cumprod, quad_timesteps, truncate_to_prior
+from zsir.samplers.steps import initial_state, noise_estimate, renoise_or_inject
+
+__all__ = ["DiffPIR", "diffpir_rho"]
+
+
+def diffpir_rho(lambda_: float, sigma_y: Tensor, sigma_t: float) -> Tensor:
+    """``rho_t = lambda max(sigma_y / 2, 1e-3)^2 / sigma_t^2`` for a **model-unit** ``sigma_y`` (B, 1, 1, 1)."""
+    return lambda_ * units.sigma_to_image(sigma_y).clamp_min(1e-3) ** 2 / sigma_t**2
+
+
+@register_sampler("diffpir")
+class DiffPIR(Sampler):
+    """DiffPIR sampler (see the module docstring for the update equations, units and the pd mapping).
+
+    Hyperparameters (paper symbols):
+        lambda_: data-prior trade-off lambda (1, the official configs).
+        zeta: fresh-noise share of the re-noising (0.1, the official SR / deblur configs).
+        noise_injection: CM4IR's noise injection instead of the re-noising (False); ``eta_ni`` its fresh share.
+    """
+
+    name = "diffpir"
+    default_steps = 100
+    hyperparameters = {"lambda_": 1.0, "zeta": 0.1, "noise_injection": False, "eta_ni": 0.1}
+    presets = {
+        "sr": Preset(
+            "DiffPIR official configs/sisr.yaml: SR x4, sigma_y 12.75/255, 100 steps, lambda 1, zeta 0.1",
+            {"steps": 100, "lambda_": 1.0, "zeta": 0.1},
+        ),
+        "deblur": Preset(
+            "DiffPIR official configs/deblur.yaml: Gaussian/motion deblur, sigma_y 12.75/255, 100 steps, lambda 1, "
+            "zeta 0.1",
+            {"steps": 100, "lambda_": 1.0, "zeta": 0.1},
+        ),
+        "inpaint": Preset(
+            "DiffPIR official configs/inpaint.yaml: noiseless inpainting, 20 steps, lambda 1, zeta 1",
+            {"steps": 20, "lambda_": 1.0, "zeta": 1.0},
+        ),
+        "deepinv": Preset(
+            "deepinv.sampling.DiffPIR defaults: 100 steps, lambda 7, zeta 0.1",
+            {"steps": 100, "lambda_": 7.0, "zeta": 0.1},
+        ),
+    }
+
+    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
+        super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
+        if self.steps < 2:
+            raise ValueError(f"steps: DiffPIR's quad schedule needs at least 2 steps, got {self.steps}")
+        for key in ("zeta", "eta_ni"):
+            if not 0.0 <= float(self.params[key]) <= 1.0:
+                raise ValueError(f"{key}: expected a number in [0, 1], got {self.params[key]}")
+        if not float(self.params["lambda_"]) > 0.0:
+            raise ValueError(f"lambda_: expected a positive number, got {self.params['lambda_']}")
+        abar = prior_alphas_cumprod(prior)
+        self.levels = diffusion_levels(quad_timesteps(self.steps, len(abar)), abar)[:-1]
+        self._start = truncate_to_prior(self.levels, prior.sigma_max)
+
+    def total_nfe(self) -> int:
+        """One prior call per step: ``N`` (fewer under start truncation)."""
+        return self.steps - self._start
+
+    @classmethod
+    def pd_params(cls, pd: float) -> dict:
+        """``zeta = 1 - pd``."""
+        return {"zeta": 1.0 - float(pd)}
+
+    def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
+        p = self.params
+        lam, zeta = float(p["lambda_"]), float(p["zeta"])
+        eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
+        k0, levels = self._start, self.levels
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0)
+        for k in range(k0, self.steps - 1):
+            sigma = levels[k]
+            x0 = self.denoise(x, sigma)
+            x0 = operator.prox_l2(x0, y, 1.0 / diffpir_rho(lam, sigma_y, sigma))
+            x = renoise_or_inject(x0, noise_estimate(x, x0, sigma), levels[k + 1], zeta, generator, eta_ni)
+        return self.denoise(x, levels[-1])

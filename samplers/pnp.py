@@ -1,0 +1,121 @@
+r"""PnP-HQS with the DPIR schedule: plug-and-play restoration with any MMSE denoiser prior.
+
+K. Zhang, Y. Li, W. Zuo, L. Zhang, L. Van Gool, R. Timofte, *Plug-and-Play Image Restoration with Deep Denoiser
+Prior*, IEEE TPAMI 2021, arXiv:2008.13751 (``utils_pnp.get_rho_sigma``, ``main_dpir_deblur.py``; ndr.md 7.2).
+
+Half-quadratic splitting with ``K`` iterations and log-spaced denoiser levels (``[0, 1]`` image units):
+
+.. math::
+
+    \sigma_k &= \mathrm{logspace}(\sigma_{start} \to \max(\sigma_{end,min}, \sigma_y^{[0,1]}),\, K)_k
+        \times s_{end}^{k / (K - 1)},\qquad
+        \rho_k = \lambda \max(\sigma_y^{[0,1]}, 0.255/255)^2 / \sigma_k^2\\
+    x &= \arg\min_x \|y - A x\|^2 + \rho_k \|x - z\|^2 = \mathrm{prox}_{l2}(z, y, \gamma = 1 / \rho_k)\\
+    z &= D(x, 2 \sigma_k)
+
+starting from ``z = A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units; the Tikhonov pseudo-inverse, which works for
+every operator) and returning the last ``z``. The data step is invariant under the affine [0, 1] -> [-1, 1] map, so
+``rho_k`` (a ratio of [0, 1]-unit stds) is used unchanged in model units; the denoiser receives ``2 sigma_k`` in
+model units. Per-sample ``sigma_y`` gives per-sample schedules. Deterministic: **NFE = K**.
+
+**Start truncation**: a prior whose ``sigma_max`` is below ``2 sigma_start`` (model units) starts at the first
+level it covers (the initialisation is already informative).
+
+**Perception-distortion knob:** PnP has no stochastic component, so pd only trades smoothing against residual
+texture: ``end_scale = 1 - pd / 2`` lowers the final denoiser level ``s_end`` times (``pd = 0``: DPIR's tuned,
+lowest-distortion schedule; ``pd = 1``: half the final strength, sharper and noisier).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zsir import units
+from zsir.operators.base import LinearOperator
+from zsir.priors.base import Prior
+from zsir.samplers.base import Preset, Sampler, register_sampler
+from zsir.samplers.schedules import dpir_sigmas, truncate_to_prior
+
+__all__ = ["PnP", "pnp_schedule"]
+
+_RHO_FLOOR = 0.255 / 255.0  # DPIR: sigma = max(0.255/255, noise_level_model), [0, 1] units
+
+
+def pnp_schedule(
+    num_iters: int, sigma_y: float, lambda_: float = 0.23, sigma_start: float = 49.0 / 255.0,
+    sigma_end_min: float = 0.6 / 255.0, end_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(sigma_k, rho_k)`` of DPIR's ``get_rho_sigma`` (``w = 1``), all stds in **[0, 1] image units**.
+
+    ``end_scale`` multiplies the levels by ``end_scale^(k / (K - 1))`` (1 at the start, ``end_scale`` at the end).
+    """
+    sigmas = dpir_sigmas(num_iters, max(sigma_end_min, sigma_y), sigma_start).astype(np.float64)
+    if num_iters > 1:
+        sigmas = sigmas * end_scale ** (np.arange(num_iters) / (num_iters - 1))
+    rhos = lambda_ * max(sigma_y, _RHO_FLOOR) ** 2 / sigmas**2
+    return sigmas, rhos
+
+
+@register_sampler("pnp")
+class PnP(Sampler):
+    """PnP-HQS sampler with the DPIR schedule (see the module docstring).
+
+    Hyperparameters (paper symbols, stds in [0, 1] image units):
+        lambda_: DPIR's trade-off constant in ``rho_k`` (0.23).
+        sigma_start: first denoiser level (49/255). sigma_end_min: floor of the last level (0.6/255 for
+            deblurring; the SR factor / 255 for super-resolution).
+        end_scale: factor on the last level (1; the pd knob).
+    """
+
+    name = "pnp"
+    default_steps = 8
+    hyperparameters = {"lambda_": 0.23, "sigma_start": 49.0 / 255.0, "sigma_end_min": 0.6 / 255.0, "end_scale": 1.0}
+    presets = {
+        "deblur": Preset(
+            "DPIR main_dpir_deblur.py: 8 iterations, sigma 49/255 -> max(0.6, 255 sigma_y)/255, lambda 0.23",
+            {"steps": 8, "lambda_": 0.23, "sigma_start": 49.0 / 255.0, "sigma_end_min": 0.6 / 255.0},
+        ),
+        "sr4": Preset(
+            "DPIR main_dpir_sisr.py, x4: 24 iterations, sigma 49/255 -> max(4, 255 sigma_y)/255, lambda 0.23",
+            {"steps": 24, "lambda_": 0.23, "sigma_start": 49.0 / 255.0, "sigma_end_min": 4.0 / 255.0},
+        ),
+    }
+
+    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
+        super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
+        p = self.params
+        for key in ("lambda_", "sigma_start", "sigma_end_min"):
+            if not float(p[key]) > 0.0:
+                raise ValueError(f"{key}: expected a positive number, got {p[key]}")
+        if not 0.0 < float(p["end_scale"]) <= 1.0:
+            raise ValueError(f"end_scale: expected a number in (0, 1], got {p['end_scale']}")
+        if prior.kind != "mmse":
+            raise ValueError(f"prior: PnP needs an MMSE denoiser (kind 'mmse'), got kind {prior.kind!r}")
+        self._start = truncate_to_prior(self._schedule(0.0)[0] * 2.0, prior.sigma_max)
+
+    def _schedule(self, sigma_img: float) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        return pnp_schedule(self.steps, sigma_img, float(p["lambda_"]), float(p["sigma_start"]),
+                            float(p["sigma_end_min"]), float(p["end_scale"]))
+
+    def total_nfe(self) -> int:
+        """One denoiser call per iteration: ``K`` (fewer under start truncation)."""
+        return self.steps - self._start
+
+    @classmethod
+    def pd_params(cls, pd: float) -> dict:
+        """``end_scale = 1 - pd / 2``."""
+        return {"end_scale": 1.0 - 0.5 * float(pd)}
+
+    def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
+        per_sample = [self._schedule(float(s)) for s in units.sigma_to_image(sigma_y).flatten()]
+        as_t = lambda a: torch.as_tensor(np.stack(a, 1)).to(y)  # noqa: E731  (K, B)
+        levels = as_t([units.sigma_to_model(sig) for sig, _ in per_sample])
+        gammas = as_t([1.0 / rho for _, rho in per_sample])
+        z = operator.pinv(y, sigma_y**2)
+        for k in range(self._start, self.steps):
+            x = operator.prox_l2(z, y, gammas[k].view(-1, 1, 1, 1))
+            z = self.denoise(x, levels[k])
+        return z
