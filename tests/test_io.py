@@ -1,0 +1,123 @@
+"""zsir.io: formats, channel and alpha policies, 16-bit PNGs, .npy checks and atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zsir import io as zio
+
+
+@pytest.fixture
+def astro() -> np.ndarray:
+    skdata = pytest.importorskip("skimage.data")
+    return np.asarray(Image.fromarray(skdata.astronaut()).resize((40, 32), Image.LANCZOS))
+
+
+def test_png_round_trip_and_pillow_filters(tmp_path, astro):
+    Image.fromarray(astro).save(tmp_path / "a.png")  # Pillow picks Sub/Up/Paeth row filters per row
+    x = zio.read_image(tmp_path / "a.png")
+    assert x.shape == (1, 3, 32, 40) and x.dtype == torch.float32
+    np.testing.assert_array_equal((x[0].permute(1, 2, 0) * 255).round().byte().numpy(), astro)
+    header = zio._png_header(tmp_path / "a.png")
+    np.testing.assert_array_equal(zio._decode_png(tmp_path / "a.png", header), astro)  # our decoder == Pillow's
+    zio.write_image(tmp_path / "b.png", x)
+    torch.testing.assert_close(zio.read_image(tmp_path / "b.png"), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16bit_png_round_trip(tmp_path, channels):
+    x = torch.rand(1, channels, 9, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    zio.write_image(tmp_path / "x.png", x, bit_depth=16)
+    y = zio.read_image(tmp_path / "x.png", dtype=torch.float64)
+    assert y.shape == x.shape
+    assert float((y - x).abs().max()) <= 0.5 / 65535 + 1e-12  # 16-bit precision, not 8-bit
+
+
+def test_16bit_grey_from_pillow_scaled_by_65535(tmp_path):
+    arr = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode == "I;16"
+    x = zio.read_image(tmp_path / "g.png", dtype=torch.float64)
+    torch.testing.assert_close(x[0, 0], torch.from_numpy(arr / 65535.0))
+
+
+def test_grey_keeps_one_channel_and_expands_on_request(tmp_path, astro):
+    Image.fromarray(astro).convert("L").save(tmp_path / "g.jpg")
+    assert zio.read_image(tmp_path / "g.jpg").shape == (1, 1, 32, 40)
+    rgb = zio.read_image(tmp_path / "g.jpg", channels=3)
+    assert rgb.shape == (1, 3, 32, 40) and torch.equal(rgb[:, 0], rgb[:, 2])
+    assert zio.read_image(tmp_path / "g.jpg", channels=1).shape == (1, 1, 32, 40)
+
+
+def test_rgba_composited_on_white_with_warning(tmp_path):
+    arr = np.zeros((4, 4, 4), dtype=np.uint8)
+    arr[..., 0] = 255
+    arr[:2, :, 3] = 255  # top half opaque red, bottom half fully transparent
+    Image.fromarray(arr, "RGBA").save(tmp_path / "a.png")
+    with pytest.warns(UserWarning, match="white"):
+        x = zio.read_image(tmp_path / "a.png")
+    assert x.shape == (1, 3, 4, 4)
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(x[0, :, 3, 0], torch.ones(3))
+
+
+def test_palette_and_bmp_tiff(tmp_path, astro):
+    Image.fromarray(astro).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "p.png")
+    assert zio.read_image(tmp_path / "p.png").shape == (1, 3, 32, 40)
+    for suffix in (".bmp", ".tif"):
+        zio.write_image(tmp_path / f"x{suffix}", torch.full((1, 3, 5, 6), 0.5))
+        torch.testing.assert_close(zio.read_image(tmp_path / f"x{suffix}"), torch.full((1, 3, 5, 6), 128 / 255))
+
+
+def test_missing_and_unsupported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        zio.read_image(tmp_path / "nope.png")
+    (tmp_path / "x.gif").write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match=r"x\.gif.*supported: \.png"):
+        zio.read_image(tmp_path / "x.gif")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png"):
+        zio.read_image(tmp_path / "broken.png")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_npy_nan_inf_rejected(tmp_path, bad):
+    a = np.full((4, 4, 3), 0.5, dtype=np.float32)
+    a[1, 2, 0] = bad
+    np.save(tmp_path / "a.npy", a)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        zio.read_image(tmp_path / "a.npy")
+
+
+def test_npy_layouts(tmp_path):
+    chw = np.random.default_rng(0).random((3, 5, 6))
+    np.save(tmp_path / "chw.npy", chw)
+    np.save(tmp_path / "hwc.npy", chw.transpose(1, 2, 0))
+    np.save(tmp_path / "u16.npy", (chw[0] * 65535).astype(np.uint16))
+    a, b = zio.read_image(tmp_path / "chw.npy"), zio.read_image(tmp_path / "hwc.npy")
+    assert a.shape == (1, 3, 5, 6) and torch.equal(a, b)
+    assert zio.read_image(tmp_path / "u16.npy").shape == (1, 1, 5, 6)
+    np.save(tmp_path / "bad.npy", np.zeros((2, 5, 6, 7)))
+    with pytest.raises(ValueError, match=r"\(2, 5, 6, 7\)"):
+        zio.read_image(tmp_path / "bad.npy")
+
+
+def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.bin"
+    zio.atomic_write(target, b"old")
+
+    def broken(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        zio.atomic_write(target, broken)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    with pytest.raises(FileExistsError, match="out.bin"):
+        zio.atomic_write(target, b"new", overwrite=False)
+    with pytest.raises(ValueError, match="16-bit"):
+        zio.write_image(tmp_path / "x.jpg", torch.zeros(1, 3, 2, 2), bit_depth=16)
