@@ -154,7 +154,11 @@ class CM4IR(Sampler):
         deltas: decoupled denoiser levels, a float or one value per step (noisiest first); ``delta_scale``
             multiplies them (the pd knob).
         injection_type: 0 = delta in the time embedding only, 1 = in the embedding and the scalings.
-        eta: fresh-noise share of the injected noise (0.1). zeta: back-projection regulariser (0).
+        eta: fresh-noise share of the injected noise (0.1).
+        zeta: back-projection regulariser, ``eta_reg = zeta sigma_y^2`` (default 1, the official deblurring
+            value at sigma_y = 0.05: without it the exact pseudo-inverse of an ill-conditioned blur amplifies the
+            measurement noise without bound; the SR and inpainting presets set 0 as published, and noiseless
+            measurements are unaffected since ``eta_reg = 0``).
         mu: back-projection step (1). median_fill: fill unobserved pixels of the initialisation (True).
     """
 
@@ -167,7 +171,7 @@ class CM4IR(Sampler):
         "delta_scale": 1.0,
         "injection_type": 0,
         "eta": 0.1,
-        "zeta": 0.0,
+        "zeta": 1.0,
         "mu": 1.0,
         "median_fill": True,
     }

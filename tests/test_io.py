@@ -121,3 +121,17 @@ def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path):
         zio.atomic_write(target, b"new", overwrite=False)
     with pytest.raises(ValueError, match="16-bit"):
         zio.write_image(tmp_path / "x.jpg", torch.zeros(1, 3, 2, 2), bit_depth=16)
+
+
+def test_atomic_write_gives_outputs_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from zsir.io import atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        out = atomic_write(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644

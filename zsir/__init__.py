@@ -15,4 +15,8 @@ def __getattr__(name):
         from zsir.priors import load_prior
 
         return load_prior
+    if name in ("models", "priors", "operators", "samplers", "metrics", "io", "gmm"):
+        import importlib
+
+        return importlib.import_module(f"zsir.{name}")
     raise AttributeError(f"module 'zsir' has no attribute {name!r}")
