@@ -36,8 +36,9 @@ from tqdm.auto import tqdm
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.registry import Registry
+from zsir.samplers import schedules
 
-__all__ = ["Sampler", "Preset", "SAMPLERS", "register_sampler", "randn"]
+__all__ = ["Sampler", "DiffusionSampler", "Preset", "SAMPLERS", "register_sampler", "randn"]
 
 SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
 register_sampler = SAMPLERS.register
@@ -156,3 +157,40 @@ class Sampler:
             self._bar.update(1)
             self._bar.set_postfix(nfe=self.nfe, refresh=False)
         return out
+
+
+class DiffusionSampler(Sampler):
+    """Base of the samplers that walk noisiest-first VE levels of a diffusion schedule, one prior call per step.
+
+    ``self.levels`` holds the ``N`` levels ``sigma_{t_k}`` (model units) of the prior's alpha-bar table (the DDPM
+    linear table for continuous, denoiser and exact priors) followed by ``0.0``. When the prior's ``sigma_max`` is
+    below the first level, sampling starts at ``self.start``, the first level the prior covers
+    (:func:`~zsir.samplers.schedules.truncate_to_prior`), from an informative initialisation
+    (:func:`~zsir.samplers.steps.initial_state`).
+
+    Class attributes:
+        spacing: ``"uniform"`` (DDIM / DDRM skip) or ``"quad"`` (DiffPIR).
+        unit_interval: hyperparameters that must lie in [0, 1].
+        non_negative: hyperparameters that must be >= 0.
+    """
+
+    spacing: ClassVar[str] = "uniform"
+    unit_interval: ClassVar[tuple[str, ...]] = ()
+    non_negative: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
+        super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
+        for key in self.unit_interval:
+            if not 0.0 <= float(self.params[key]) <= 1.0:
+                raise ValueError(f"{key}: expected a number in [0, 1], got {self.params[key]}")
+        for key in self.non_negative:
+            if not float(self.params[key]) >= 0.0:
+                raise ValueError(f"{key}: expected a non-negative number, got {self.params[key]}")
+        abar = schedules.prior_alphas_cumprod(prior)
+        spacing = {"uniform": schedules.uniform_timesteps, "quad": schedules.quad_timesteps}[self.spacing]
+        self.levels = schedules.diffusion_levels(spacing(self.steps, len(abar)), abar)
+        self.start = schedules.truncate_to_prior(self.levels[:-1], prior.sigma_max)
+
+    def total_nfe(self) -> int:
+        """One prior call per step: ``N`` (fewer when the start is truncated to the prior's ``sigma_max``)."""
+        return self.steps - self.start

@@ -54,16 +54,14 @@ import torch
 from torch import Tensor
 
 from zsir.operators.base import LinearOperator, SVDOperator
-from zsir.priors.base import Prior
-from zsir.samplers.base import Preset, Sampler, randn, register_sampler
-from zsir.samplers.schedules import diffusion_levels, prior_alphas_cumprod, truncate_to_prior, uniform_timesteps
+from zsir.samplers.base import DiffusionSampler, Preset, randn, register_sampler
 from zsir.samplers.steps import back_project, initial_state, noise_estimate, renoise_or_inject
 
 __all__ = ["DDNM", "DDNMPlus"]
 
 
 @register_sampler("ddnm")
-class DDNM(Sampler):
+class DDNM(DiffusionSampler):
     """DDNM sampler; ``plus=True`` (or the sampler ``"ddnm+"``) is DDNM+ (see the module docstring).
 
     Hyperparameters (paper symbols):
@@ -84,20 +82,8 @@ class DDNM(Sampler):
         ),
     }
 
-    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
-        super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        for key in ("eta", "eta_ni"):
-            if not 0.0 <= float(self.params[key]) <= 1.0:
-                raise ValueError(f"{key}: expected a number in [0, 1], got {self.params[key]}")
-        if not float(self.params["zeta"]) >= 0.0:
-            raise ValueError(f"zeta: expected a non-negative number, got {self.params['zeta']}")
-        abar = prior_alphas_cumprod(prior)
-        self.levels = diffusion_levels(uniform_timesteps(self.steps, len(abar)), abar)
-        self._start = truncate_to_prior(self.levels[:-1], prior.sigma_max)
-
-    def total_nfe(self) -> int:
-        """One prior call per step: ``N`` (fewer under start truncation)."""
-        return self.steps - self._start
+    unit_interval = ("eta", "eta_ni")
+    non_negative = ("zeta",)
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
@@ -109,7 +95,7 @@ class DDNM(Sampler):
         eta = float(p["eta"])
         eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
         spectral = bool(p["plus"]) and isinstance(operator, SVDOperator)
-        k0, levels = self._start, self.levels
+        k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0)
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]

@@ -50,9 +50,7 @@ import torch
 from torch import Tensor
 
 from zsir.operators.base import LinearOperator, SVDOperator
-from zsir.priors.base import Prior
-from zsir.samplers.base import Preset, Sampler, randn, register_sampler
-from zsir.samplers.schedules import diffusion_levels, prior_alphas_cumprod, truncate_to_prior, uniform_timesteps
+from zsir.samplers.base import DiffusionSampler, Preset, randn, register_sampler
 from zsir.samplers.steps import initial_state, noise_estimate, renoise_or_inject
 
 __all__ = ["DDRM", "require_svd"]
@@ -70,7 +68,7 @@ def require_svd(operator: LinearOperator, sampler: str) -> SVDOperator:
 
 
 @register_sampler("ddrm")
-class DDRM(Sampler):
+class DDRM(DiffusionSampler):
     """DDRM sampler (see the module docstring for the update equations, units and the pd mapping).
 
     Hyperparameters (paper symbols):
@@ -89,18 +87,7 @@ class DDRM(Sampler):
         ),
     }
 
-    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
-        super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        for key in ("eta", "eta_b", "eta_ni"):
-            if not 0.0 <= float(self.params[key]) <= 1.0:
-                raise ValueError(f"{key}: expected a number in [0, 1], got {self.params[key]}")
-        abar = prior_alphas_cumprod(prior)
-        self.levels = diffusion_levels(uniform_timesteps(self.steps, len(abar)), abar)
-        self._start = truncate_to_prior(self.levels[:-1], prior.sigma_max)
-
-    def total_nfe(self) -> int:
-        """One prior call per step: ``N`` (fewer under start truncation)."""
-        return self.steps - self._start
+    unit_interval = ("eta", "eta_b", "eta_ni")
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
@@ -111,7 +98,7 @@ class DDRM(Sampler):
         op = require_svd(operator, "DDRM")
         eta, eta_b = float(self.params["eta"]), float(self.params["eta_b"])
         eta_ni = float(self.params["eta_ni"]) if self.params["noise_injection"] else None
-        k0, levels = self._start, self.levels
+        k0, levels = self.start, self.levels
         x = initial_state(y, op, levels[k0], generator, informative=k0 > 0)
         c_y = op.Ut(y)
         s = op.singulars(tuple(x.shape), device=x.device, dtype=x.dtype)

@@ -43,8 +43,7 @@ from torch import Tensor
 from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
-from zsir.samplers.base import Preset, Sampler, register_sampler
-from zsir.samplers.schedules import diffusion_levels, prior_alphas_cumprod, quad_timesteps, truncate_to_prior
+from zsir.samplers.base import DiffusionSampler, Preset, register_sampler
 from zsir.samplers.steps import initial_state, noise_estimate, renoise_or_inject
 
 __all__ = ["DiffPIR", "diffpir_rho"]
@@ -56,7 +55,7 @@ def diffpir_rho(lambda_: float, sigma_y: Tensor, sigma_t: float) -> Tensor:
 
 
 @register_sampler("diffpir")
-class DiffPIR(Sampler):
+class DiffPIR(DiffusionSampler):
     """DiffPIR sampler (see the module docstring for the update equations, units and the pd mapping).
 
     Hyperparameters (paper symbols):
@@ -67,6 +66,8 @@ class DiffPIR(Sampler):
 
     name = "diffpir"
     default_steps = 100
+    spacing = "quad"
+    unit_interval = ("zeta", "eta_ni")
     hyperparameters = {"lambda_": 1.0, "zeta": 0.1, "noise_injection": False, "eta_ni": 0.1}
     presets = {
         "sr": Preset(
@@ -92,18 +93,8 @@ class DiffPIR(Sampler):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         if self.steps < 2:
             raise ValueError(f"steps: DiffPIR's quad schedule needs at least 2 steps, got {self.steps}")
-        for key in ("zeta", "eta_ni"):
-            if not 0.0 <= float(self.params[key]) <= 1.0:
-                raise ValueError(f"{key}: expected a number in [0, 1], got {self.params[key]}")
         if not float(self.params["lambda_"]) > 0.0:
             raise ValueError(f"lambda_: expected a positive number, got {self.params['lambda_']}")
-        abar = prior_alphas_cumprod(prior)
-        self.levels = diffusion_levels(quad_timesteps(self.steps, len(abar)), abar)[:-1]
-        self._start = truncate_to_prior(self.levels, prior.sigma_max)
-
-    def total_nfe(self) -> int:
-        """One prior call per step: ``N`` (fewer under start truncation)."""
-        return self.steps - self._start
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
@@ -114,11 +105,11 @@ class DiffPIR(Sampler):
         p = self.params
         lam, zeta = float(p["lambda_"]), float(p["zeta"])
         eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
-        k0, levels = self._start, self.levels
+        k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0)
         for k in range(k0, self.steps - 1):
             sigma = levels[k]
             x0 = self.denoise(x, sigma)
             x0 = operator.prox_l2(x0, y, 1.0 / diffpir_rho(lam, sigma_y, sigma))
             x = renoise_or_inject(x0, noise_estimate(x, x0, sigma), levels[k + 1], zeta, generator, eta_ni)
-        return self.denoise(x, levels[-1])
+        return self.denoise(x, levels[self.steps - 1])

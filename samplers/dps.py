@@ -46,9 +46,7 @@ import torch
 from torch import Tensor
 
 from zsir.operators.base import LinearOperator
-from zsir.priors.base import Prior
-from zsir.samplers.base import Preset, Sampler, randn, register_sampler
-from zsir.samplers.schedules import diffusion_levels, prior_alphas_cumprod, truncate_to_prior, uniform_timesteps
+from zsir.samplers.base import DiffusionSampler, Preset, Sampler, randn, register_sampler
 from zsir.samplers.steps import initial_state
 
 __all__ = ["DPS", "residual_norm_gradient"]
@@ -68,7 +66,7 @@ def residual_norm_gradient(
 
 
 @register_sampler("dps")
-class DPS(Sampler):
+class DPS(DiffusionSampler):
     """DPS sampler (see the module docstring for the update equations, units and the pd mapping).
 
     Hyperparameters (paper symbols):
@@ -91,17 +89,7 @@ class DPS(Sampler):
         ),
     }
 
-    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
-        super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        if not float(self.params["zeta"]) >= 0.0:
-            raise ValueError(f"zeta: expected a non-negative step size, got {self.params['zeta']}")
-        abar = prior_alphas_cumprod(prior)
-        self.levels = diffusion_levels(uniform_timesteps(self.steps, len(abar)), abar)
-        self._start = truncate_to_prior(self.levels[:-1], prior.sigma_max)
-
-    def total_nfe(self) -> int:
-        """One prior call (plus its backward pass) per step: ``N`` (fewer under start truncation)."""
-        return self.steps - self._start
+    non_negative = ("zeta",)
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
@@ -110,7 +98,7 @@ class DPS(Sampler):
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         zeta = float(self.params["zeta"])
-        k0, levels = self._start, self.levels
+        k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0).detach()
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
