@@ -96,7 +96,7 @@ class DDNM(DiffusionSampler):
         eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
         spectral = bool(p["plus"]) and isinstance(operator, SVDOperator)
         k0, levels = self.start, self.levels
-        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0)
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
             x0 = self.denoise(x, sigma)

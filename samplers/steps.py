@@ -103,7 +103,9 @@ def initial_state(
     r"""Start state ``x = x_init + sigma n`` (VE, model units) of a sampler whose first level is ``sigma``.
 
     ``x_init = A^T (A A^T + eta_reg I)^{-1} y`` when ``informative`` (a schedule truncated to a prior's
-    ``sigma_max``), else 0: the pure-noise start of a full diffusion schedule (the VP ``x_T ~ N(0, I)``).
+    ``sigma_max``), else 0: the pure-noise start of a full diffusion schedule (the VP ``x_T ~ N(0, I)``). Samplers
+    pass ``eta_reg = sigma_y^2`` (model units, per sample): the exact pseudo-inverse of an ill-conditioned blur
+    would amplify the measurement noise without bound (5 dB starts on Gaussian deblurring).
     """
     x_shape = operator.x_shape(tuple(y.shape))
     x_init = operator.pinv(y, eta_reg) if informative else torch.zeros(x_shape, device=y.device, dtype=y.dtype)

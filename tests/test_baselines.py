@@ -182,8 +182,9 @@ def test_start_truncation_to_prior_sigma_max(name):
     out = s(y, op, _sig(0.05, 2), _gen())
     assert s.nfe == s.total_nfe() and torch.isfinite(out).all()
     assert max(prior.levels) <= 0.3 + 1e-9  # never asked for a level the prior does not cover
-    # an informative start: the first prior input is pinv(y) plus noise of at most the first level
-    start = op.pinv(y, _sig(0.05, 2) ** 2) if name == "pnp" else op.pinv(y)
+    # an informative start: the first prior input is the sigma_y^2-regularised pinv(y) plus noise of at most
+    # the first level
+    start = op.pinv(y, _sig(0.05, 2) ** 2)
     assert float((prior.inputs[0] - start).pow(2).mean().sqrt()) < 1.2 * prior.levels[0]
     assert float((op.A(prior.inputs[0]) - y).norm()) < 0.5 * float(y.norm())
 
