@@ -56,10 +56,25 @@ class Prior(nn.Module):
     tile_size: int | None = None
     tile_overlap: int = 32
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        channels: int | None = None,
+        multiple: int | None = None,
+        train_size: tuple[int, int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Optional arguments override the class attributes of the same name (``name`` defaults to the class)."""
         super().__init__()
         self.alphas_cumprod: Tensor | None = None
         self._size_warned = False
+        if channels is not None:
+            self.channels = int(channels)
+        if multiple is not None:
+            self.multiple = int(multiple)
+        if train_size is not None:
+            self.train_size = tuple(train_size)
+        self.name = name or type(self).__name__
 
     # ----- to implement ---------------------------------------------------------------------------------------
     def _denoise(self, x: Tensor, sigma: Tensor, **kwargs) -> Tensor:

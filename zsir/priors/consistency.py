@@ -71,17 +71,13 @@ class ConsistencyPrior(Prior):
         train_size: tuple[int, int] | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(channels=channels, multiple=multiple, train_size=train_size, name=name or type(net).__name__)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"sigma_min, sigma_max: expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.net = net.eval().requires_grad_(False)
         self.sigma_min, self.sigma_max, self.sigma_data = float(sigma_min), float(sigma_max), float(sigma_data)
         self.class_labels = class_labels
         self.clip = clip
-        self.channels = channels
-        self.multiple = multiple
-        self.train_size = train_size
-        self.name = name or type(net).__name__
         config = getattr(net, "config", None)
         self.num_classes = getattr(config, "num_class_embeds", None) if config is not None else None
 

@@ -53,7 +53,7 @@ class DenoiserPrior(Prior):
         train_size: tuple[int, int] | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(channels=channels, multiple=multiple, train_size=train_size, name=name or type(net).__name__)
         if not callable(net):
             raise TypeError(f"net: expected a module or callable D(x, sigma), got {type(net).__name__}")
         if not 0 <= sigma_min < sigma_max:
@@ -61,10 +61,6 @@ class DenoiserPrior(Prior):
         self.net = net.eval().requires_grad_(False) if isinstance(net, nn.Module) else net
         self.sigma_min = float(units.sigma_to_model(sigma_min))
         self.sigma_max = float(units.sigma_to_model(sigma_max))
-        self.channels = channels
-        self.multiple = multiple
-        self.train_size = train_size
-        self.name = name or type(net).__name__
 
     def _denoise(self, x: Tensor, sigma: Tensor, **kwargs) -> Tensor:
         dtype = x.dtype

@@ -80,7 +80,7 @@ class DiscreteVPPrior(Prior):
         train_size: tuple[int, int] | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(channels=channels, multiple=multiple, train_size=train_size, name=name or type(net).__name__)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type: expected one of {PREDICTION_TYPES}, got {prediction_type!r}")
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).detach().cpu().flatten()
@@ -90,10 +90,6 @@ class DiscreteVPPrior(Prior):
         self.alphas_cumprod = abar
         self.prediction_type = prediction_type
         self.clip = clip
-        self.channels = channels
-        self.multiple = multiple
-        self.train_size = train_size
-        self.name = name or type(net).__name__
         table = self.sigma_table()
         self.sigma_min, self.sigma_max = float(table[0]), float(table[-1])
 
