@@ -67,6 +67,7 @@ from zsir.samplers.schedules import (
     ddpm_linear_alphas_cumprod,
     dpir_sigmas,
     nearest_t,
+    prior_alphas_cumprod,
     quad_timesteps,
     sigma_table,
     truncate_to_prior,
@@ -77,13 +78,6 @@ __all__ = ["RDMD", "rdmd_timesteps", "rdmd_det_timesteps", "rdmd_weights", "scal
 
 _DET_SIGMA_START = 49.0 / 255.0  # DPIR "modelSigma1 = 49", [0, 1] units
 _INITS = ("auto", "pinv", "y", "bicubic")
-
-
-def _abar_table(prior: Prior | None) -> np.ndarray:
-    """The prior's alpha-bar table (float32 numpy) or, for continuous priors, the DDPM linear table."""
-    if prior is not None and prior.alphas_cumprod is not None:
-        return prior.alphas_cumprod.detach().cpu().numpy().astype(np.float32)
-    return ddpm_linear_alphas_cumprod()
 
 
 def rdmd_timesteps(num_iters: int, alphas_cumprod: np.ndarray | None = None) -> list[int]:
@@ -187,7 +181,7 @@ class RDMD(Sampler):
             )
         if p["sf"] is not None and int(p["sf"]) < 1:
             raise ValueError(f"sf: expected None or a positive integer, got {p['sf']}")
-        self._abar = _abar_table(prior)
+        self._abar = prior_alphas_cumprod(prior)
         self._sig = sigma_table(self._abar)
         self._t = rdmd_timesteps(self.steps, self._abar)
         self._start = truncate_to_prior(self._sig[self._t], prior.sigma_max)
@@ -231,7 +225,7 @@ class RDMD(Sampler):
         )
         discrete = det_prior.alphas_cumprod is not None
         if discrete:
-            abar = _abar_table(det_prior)
+            abar = prior_alphas_cumprod(det_prior)
             t = nearest_t((2.0 * s).reshape(-1), sigma_table(abar)).reshape(s.shape)
             level = sigma_table(abar)[t]
             scale = 1.0 / np.sqrt(abar[t]) if self.params["det_input_scaling"] == "none" else np.ones_like(level)
