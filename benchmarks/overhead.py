@@ -6,8 +6,8 @@ prior forward; DPS differentiates through the prior, so its ratio includes the b
 
 Setting: 256x256 RGB, batch 4, CPU, a small conv net (4 conv layers, 32 channels) wrapped as a
 :class:`~zsir.priors.DenoiserPrior`, operator ``BicubicSR(4)``, sigma_y = 0.05. The forward time is the median of
-``prior.denoise`` calls on the same batch (the same call path the samplers use), measured just before and just
-after each sampler run and averaged (the shared machine's load drifts).
+time actually spent inside ``prior.denoise`` during the sampler's own run (so load drift on the shared machine
+affects numerator and denominator alike); ``fwd ms`` is that time per call.
 
 Run::
 
@@ -17,7 +17,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -47,15 +46,16 @@ class ConvNet(nn.Module):
         return x - 0.1 * self.body(x)
 
 
-def forward_time(prior, x: torch.Tensor, repeats: int = 5) -> float:
-    with torch.no_grad():
-        prior.denoise(x, 0.5)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            prior.denoise(x, 0.5)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+class TimedPrior(DenoiserPrior):
+    """A :class:`DenoiserPrior` that accumulates the wall time spent inside ``denoise``."""
+
+    spent = 0.0
+
+    def denoise(self, x, sigma, **kwargs):
+        t0 = time.perf_counter()
+        out = super().denoise(x, sigma, **kwargs)
+        self.spent += time.perf_counter() - t0
+        return out
 
 
 def main() -> None:
@@ -68,14 +68,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     # sigma_max 100 covers every schedule: no start truncation
-    prior = DenoiserPrior(ConvNet(width=args.width), sigma_max=100.0, name=f"conv4x{args.width}")
+    prior = TimedPrior(ConvNet(width=args.width), sigma_max=100.0, name=f"conv4x{args.width}")
     op = BicubicSR(4)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=g)
     sigma = torch.full((args.batch, 1, 1, 1), 0.05)
     y = op.A(units.image_to_model(x))
     y = y + units.sigma_to_model(sigma) * torch.randn(y.shape, generator=g)
-    x_model = units.image_to_model(x)
 
     shape = f"{args.batch}x3x{args.size}x{args.size}"
     print(f"prior: {prior.name}, batch {shape}, {args.threads} threads, operator BicubicSR(4), sigma_y 0.05")
@@ -84,12 +83,13 @@ def main() -> None:
         cls = SAMPLERS.get(name)
         steps = STEPS.get(name, 10)
         sampler = cls(prior, steps=steps, progress=False)
-        before = forward_time(prior, x_model)
+        sampler(y, op, units.sigma_to_model(sigma), torch.Generator().manual_seed(1))  # warm-up (caches)
+        prior.spent = 0.0
         t0 = time.perf_counter()
         sampler(y, op, units.sigma_to_model(sigma), torch.Generator().manual_seed(0))
         wall = time.perf_counter() - t0
-        t_fwd = 0.5 * (before + forward_time(prior, x_model))  # bracket the run: the machine load drifts
-        ideal = sampler.nfe * t_fwd
+        ideal = prior.spent  # = NFE x forward time, measured in this very run
+        t_fwd = ideal / sampler.nfe
         print(f"{name:<10}{steps:>6}{sampler.nfe:>6}{t_fwd * 1e3:>8.0f}{wall:>10.2f}{ideal:>13.2f}{wall / ideal:>8.3f}")
 
 

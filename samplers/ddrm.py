@@ -106,11 +106,12 @@ class DDRM(DiffusionSampler):
         s_safe = torch.where(observed, s, torch.ones_like(s))
         y_bar = c_y / s_safe
         sy_safe = sigma_y.clamp_min(torch.finfo(x.dtype).tiny)
+        c_x = op.Vt(x)  # spectral coefficients of the state, carried between steps (V is orthogonal)
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
             x0 = self.denoise(x, sigma)
             c0 = op.Vt(x0)
-            c_eps = op.Vt(noise_estimate(x, x0, sigma))
+            c_eps = noise_estimate(c_x, c0, sigma)
             before = observed & (s * sigma_next > sigma_y)
             after = observed & (s * sigma_next < sigma_y)
             free = ~(before | after)
@@ -120,5 +121,6 @@ class DDRM(DiffusionSampler):
                 c_next = torch.where(free, renoise_or_inject(c0, c_eps, sigma_next, 0.0, generator, eta_ni), c_next)
             std_b = (sigma_next**2 - (eta_b * sigma_y / s_safe) ** 2).clamp_min(0.0).sqrt()
             c_before = eta_b * y_bar + (1.0 - eta_b) * c0 + std_b * randn(c0.shape, generator, c0)
-            x = op.V(torch.where(before, c_before, c_next))
+            c_x = torch.where(before, c_before, c_next)
+            x = op.V(c_x)
         return x
