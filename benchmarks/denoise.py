@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import piq
 import torch
-from PIL import Image
+
+from zsir import metrics as zmetrics
+from zsir.io import read_image
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -40,8 +41,7 @@ def load_dataset(name: str, root: Path, crop: int | None, limit: int | None) -> 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
     out = []
     for p in files[:limit]:
-        with Image.open(p) as im:
-            x = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+        x = read_image(p, channels=3)[0]
         out.append((p.name, center_crop(x, crop)))
     return out
 
@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     with torch.no_grad():
                         out = f(noisy, s).clamp(0, 1)
                     dt = time.perf_counter() - t
-                    acc[m][0] += float(piq.psnr(out, clean, data_range=1.0))
-                    acc[m][1] += float(piq.ssim(out, clean, data_range=1.0))
+                    acc[m][0] += float(zmetrics.psnr(out, clean).mean())
+                    acc[m][1] += float(zmetrics.ssim(out, clean).mean())
                     acc[m][2] += dt
             n = len(images)
             for m, (p, ss, t) in acc.items():

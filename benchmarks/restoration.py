@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import piq
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 import zsir
+from zsir import metrics as zmetrics
 from zsir import operators as ops
+from zsir.io import read_image
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALL_SAMPLERS = ["rdmd", "cm4ir", "diffpir", "ddrm", "ddnm", "pnp", "dps"]
@@ -81,8 +81,7 @@ def load_images(args) -> list[tuple[str, torch.Tensor]]:
         if not folder.is_dir():
             raise SystemExit(f"--datasets: {folder} does not exist (use --data-root)")
         for p in sorted(folder.iterdir())[: args.limit]:
-            with Image.open(p) as im:
-                x = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+            x = read_image(p, channels=3)[0]
             H, W = x.shape[-2:]
             s = min(args.size, H, W)
             out.append((f"{d}/{p.name}", x[:, (H - s) // 2 : (H - s) // 2 + s, (W - s) // 2 : (W - s) // 2 + s]))
@@ -92,9 +91,9 @@ def load_images(args) -> list[tuple[str, torch.Tensor]]:
 def metrics(out: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
     out = out.clamp(0, 1).float()
     return {
-        "psnr": float(piq.psnr(out, clean, data_range=1.0)),
-        "ssim": float(piq.ssim(out, clean, data_range=1.0)),
-        "haarpsi": float(piq.haarpsi(out, clean, data_range=1.0)),
+        "psnr": float(zmetrics.psnr(out, clean).mean()),
+        "ssim": float(zmetrics.ssim(out, clean).mean()),
+        "haarpsi": float(zmetrics.haarpsi(out, clean).mean()),
     }
 
 

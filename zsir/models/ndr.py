@@ -691,6 +691,6 @@ def _probe_psnr(model: NDRRestore, probe: Tensor | None) -> float:
     clean = _probe_image() if probe is None else probe.to(torch.float32)
     g = torch.Generator().manual_seed(25)
     noisy = (clean + 25 / 255 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
-    out = model.restore(noisy)
-    mse = ((out - clean) ** 2).mean().clamp_min(1e-12)
-    return float(-10 * torch.log10(mse))
+    from zsir.metrics import psnr
+
+    return float(psnr(model.restore(noisy).clamp(0, 1), clean).mean())
