@@ -5,9 +5,13 @@ The protocol of offline.md 1.1: d_x in {8, 80, 800}, d_y in {1, 2, 4}, 20 proble
 samples and as many exact posterior samples (2000), reported as ``mean +- 1.96 s / sqrt(n_problems)``, next to the
 noise floor (SW between two exact sample sets of the same size). The samplers run directly in the problem's units:
 each class is built with the :class:`~zsir.priors.exact.GaussianMixturePrior` and called with ``y``, the
-:class:`~zsir.operators.MatrixOperator` and ``sigma_y`` as model-unit tensors; their levels follow the DDPM linear
-table (the authors' descending table and adapted timesteps are not reproduced). CM4IR's schedule is tuned per NFE
-count (cm4ir.md 1.2), so it always runs its own 4 steps; RDMD makes 2 prior calls per step.
+:class:`~zsir.operators.MatrixOperator` and ``sigma_y`` as model-unit tensors. As in the authors' code, the
+diffusion samplers (DDRM, DDNM, DDNM+, DiffPIR, DPS) walk the operator-adapted grid
+(:meth:`zsir.gmm.GMMProblem.timesteps`) of the descending-beta table, DDRM and DDNM use ``eta`` 0.6 at 20 steps and
+0.85 at 100, and DPS uses the authors' step ``0.1 grad ||r||^2 / ||r||`` (``zeta = 0.2``; the authors' DPS also
+scales its DDPM noise by ``eta``, zsir's DPS draws the full DDPM noise). RDMD walks its own quad spacing of the same
+table and makes 2 prior calls per step; CM4IR's schedule is tuned per NFE count (cm4ir.md 1.2), so it always runs
+its own 4 steps; PnP its DPIR levels.
 
 Usage::
 
@@ -25,15 +29,31 @@ import time
 import torch
 
 from zsir import gmm
-from zsir.samplers import SAMPLERS
+from zsir.samplers import SAMPLERS, DiffusionSampler
 
 FIXED_STEPS = {"cm4ir": None}  # samplers whose schedule is tuned for their own default number of steps
+ETA = {20: 0.6, 100: 0.85}  # the authors' (n_steps, eta) configurations
+DPS_ZETA = 0.2  # the authors' 0.1 * grad ||r||^2 / ||r|| = 0.2 * grad ||r||
+
+
+def protocol_params(name: str, problem: gmm.GMMProblem, steps: int) -> dict:
+    """The authors' per-method settings for ``steps`` (module docstring); ``{}`` keeps the sampler's defaults."""
+    cls = SAMPLERS.get(name)
+    params: dict = {}
+    if issubclass(cls, DiffusionSampler):
+        params["timesteps"] = problem.timesteps(steps)
+    if "eta" in cls.hyperparameters and steps in ETA:
+        params["eta"] = ETA[steps]
+    if name == "dps":
+        params["zeta"] = DPS_ZETA
+    return params
 
 
 def run_sampler(name: str, problem: gmm.GMMProblem, steps: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` samples of sampler ``name`` for one problem (model units, shape ``(n, d_x, 1, 1)``)."""
     cls = SAMPLERS.get(name)
-    sampler = cls(problem.prior, steps=FIXED_STEPS.get(name, steps), progress=False)
+    sampler = cls(problem.prior, steps=FIXED_STEPS.get(name, steps), progress=False,
+                  **protocol_params(name, problem, steps))
     y = problem.y.expand(n, *problem.y.shape[1:])
     sigma = torch.full((n, 1, 1, 1), problem.sigma_y, dtype=problem.y.dtype)
     return sampler(y, problem.operator, sigma, generator)

@@ -4,14 +4,16 @@ A ratio of 1.0 means the sampler costs exactly its network calls; everything abo
 (operator applications, pseudo-inverses, noise, bookkeeping). Goal: <= 1.05 for samplers that only call the
 prior forward; DPS differentiates through the prior, so its ratio includes the backward pass (~3x).
 
-Setting: 256x256 RGB, batch 4, CPU, a small conv net (4 conv layers, 32 channels) wrapped as a
-:class:`~zsir.priors.DenoiserPrior`, operator ``BicubicSR(4)``, sigma_y = 0.05. The forward time is the median of
-time actually spent inside ``prior.denoise`` during the sampler's own run (so load drift on the shared machine
-affects numerator and denominator alike); ``fwd ms`` is that time per call.
+Setting: 256x256 RGB, batch 4, CPU, operator ``BicubicSR(4)``, sigma_y = 0.05, and one of two priors:
+``--prior conv`` (default), a deliberately cheap conv net (4 conv layers, 32 channels) wrapped as a
+:class:`~zsir.priors.DenoiserPrior`, which exposes the sampler's own work; ``--prior builtin``, the shipped
+built-in prior (the cheapest real network a user runs; its ``sigma_max`` truncates the schedules, so NFE is
+lower). The forward time is the time actually spent inside ``prior.denoise`` during the sampler's own run (so load
+drift on the shared machine affects numerator and denominator alike); ``fwd ms`` is that time per call.
 
 Run::
 
-    nice .venv/bin/python benchmarks/overhead.py [--size 256] [--batch 4] [--threads 2]
+    nice .venv/bin/python benchmarks/overhead.py [--prior conv|builtin] [--size 256] [--batch 4] [--threads 2]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from zsir import units
+from zsir.models.builtin import load_shipped
 from zsir.operators.separable import BicubicSR
 from zsir.priors.denoiser import DenoiserPrior
 from zsir.samplers import SAMPLERS
@@ -64,11 +67,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--width", type=int, default=32, help="conv-net width (forward cost grows ~ width^2)")
+    ap.add_argument("--prior", choices=["conv", "builtin"], default="conv")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    # sigma_max 100 covers every schedule: no start truncation
-    prior = TimedPrior(ConvNet(width=args.width), sigma_max=100.0, name=f"conv4x{args.width}")
+    if args.prior == "builtin":
+        net = load_shipped()
+        prior = TimedPrior(net, sigma_max=net.config.sigma_max, multiple=net.config.multiple, name="zsir-builtin")
+    else:  # sigma_max 100 covers every schedule: no start truncation
+        prior = TimedPrior(ConvNet(width=args.width), sigma_max=100.0, name=f"conv4x{args.width}")
     op = BicubicSR(4)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=g)

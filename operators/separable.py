@@ -149,6 +149,15 @@ class SeparableSVD(SVDOperator):
         factor = torch.where(keep, s / torch.where(keep, s * s + eta, torch.ones_like(s)), torch.zeros_like(s))
         return v_h[:, :m_h] @ (factor * (u_h.mT @ y @ u_w)) @ v_w[:, :m_w].mT
 
+    def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor) -> Tensor:
+        r"""``z + A^T (A A^T + gamma^{-1} I)^{-1} (y - A z)`` (Woodbury), with the block :meth:`pinv`.
+
+        Equal to the spectral form ``V (gamma s U^T y + V^T z) / (gamma s^2 + 1)`` but never transforms the full
+        image twice: for ``f``-times down-sampling ``A`` and the pseudo-inverse touch only the ``H/f x W/f`` block.
+        """
+        g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
+        return z + self.pinv(y - self.A(z), 1.0 / g)
+
     def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
         self.check_x(x)
         v_h = self._factors(x.shape[-2], 0, x)[3]

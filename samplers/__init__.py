@@ -4,9 +4,9 @@ Importing the package registers every sampler in :data:`SAMPLERS`.
 """
 
 from zsir.samplers import cm4ir, ddnm, ddrm, diffpir, dps, pnp, rdmd
-from zsir.samplers.base import SAMPLERS, Preset, Sampler, randn, register_sampler
+from zsir.samplers.base import SAMPLERS, DiffusionSampler, Preset, Sampler, randn, register_sampler
 
 __all__ = [
-    "SAMPLERS", "Preset", "Sampler", "randn", "register_sampler",
+    "SAMPLERS", "DiffusionSampler", "Preset", "Sampler", "randn", "register_sampler",
     "cm4ir", "ddnm", "ddrm", "diffpir", "dps", "pnp", "rdmd",
 ]

@@ -163,7 +163,9 @@ class DiffusionSampler(Sampler):
     """Base of the samplers that walk noisiest-first VE levels of a diffusion schedule, one prior call per step.
 
     ``self.levels`` holds the ``N`` levels ``sigma_{t_k}`` (model units) of the prior's alpha-bar table (the DDPM
-    linear table for continuous, denoiser and exact priors) followed by ``0.0``. When the prior's ``sigma_max`` is
+    linear table for continuous, denoiser and exact priors) followed by ``0.0``. The timesteps ``t_k`` follow
+    :attr:`spacing`, or are given explicitly as ``timesteps=`` (strictly decreasing integers of the table, e.g.
+    :func:`~zsir.samplers.schedules.mcgdiff_timesteps`; then ``N = len(timesteps)``). When the prior's ``sigma_max`` is
     below the first level, sampling starts at ``self.start``, the first level the prior covers
     (:func:`~zsir.samplers.schedules.truncate_to_prior`), from an informative initialisation
     (:func:`~zsir.samplers.steps.initial_state`).
@@ -178,7 +180,20 @@ class DiffusionSampler(Sampler):
     unit_interval: ClassVar[tuple[str, ...]] = ()
     non_negative: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
+    def __init__(
+        self,
+        prior: Prior,
+        *,
+        steps: int | None = None,
+        progress: bool = True,
+        timesteps: Sequence[int] | None = None,
+        **hyperparameters,
+    ):
+        if timesteps is not None:
+            timesteps = [int(t) for t in timesteps]
+            if steps is not None and int(steps) != len(timesteps):
+                raise ValueError(f"steps: {steps} does not match the {len(timesteps)} timesteps given")
+            steps = len(timesteps)
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         for key in self.unit_interval:
             if not 0.0 <= float(self.params[key]) <= 1.0:
@@ -187,8 +202,22 @@ class DiffusionSampler(Sampler):
             if not float(self.params[key]) >= 0.0:
                 raise ValueError(f"{key}: expected a non-negative number, got {self.params[key]}")
         abar = schedules.prior_alphas_cumprod(prior)
-        spacing = {"uniform": schedules.uniform_timesteps, "quad": schedules.quad_timesteps}[self.spacing]
-        self.levels = schedules.diffusion_levels(spacing(self.steps, len(abar)), abar)
+        if timesteps is None:
+            spacing = {"uniform": schedules.uniform_timesteps, "quad": schedules.quad_timesteps}[self.spacing]
+            timesteps = spacing(self.steps, len(abar))
+        elif (any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False))
+              or timesteps[-1] < 0 or timesteps[0] >= len(abar)):
+            raise ValueError(
+                f"timesteps: expected strictly decreasing integers in [0, {len(abar) - 1}] (noisiest first), "
+                f"got {timesteps}"
+            )
+        self.timesteps = timesteps
+        self.levels = schedules.diffusion_levels(timesteps, abar)
+        if self.levels[-2] <= 0.0:
+            raise ValueError(
+                f"timesteps: timestep {timesteps[-1]} has noise level 0 in the prior's alpha-bar table; every sampler "
+                f"ends at level 0 by itself, so leave it out (pass timesteps= without it)"
+            )
         self.start = schedules.truncate_to_prior(self.levels[:-1], prior.sigma_max)
 
     def total_nfe(self) -> int:

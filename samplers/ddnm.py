@@ -97,15 +97,16 @@ class DDNM(DiffusionSampler):
         spectral = bool(p["plus"]) and isinstance(operator, SVDOperator)
         k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
+        if spectral:
+            plus = _PlusStep(operator, y, sigma_y, x, eta, eta_ni)
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
             x0 = self.denoise(x, sigma)
-            eps = noise_estimate(x, x0, sigma)
             if spectral:
-                x = self._plus_step(x0, eps, y, operator, sigma_y, sigma_next, eta, eta_ni, generator)
+                x = plus(x0, sigma, sigma_next, generator)
             else:
                 x0_hat = self._project(x0, y, operator, sigma_y, sigma_next)
-                x = renoise_or_inject(x0_hat, eps, sigma_next, eta * eta, generator, eta_ni)
+                x = renoise_or_inject(x0_hat, noise_estimate(x, x0, sigma), sigma_next, eta * eta, generator, eta_ni)
         return x
 
     def _project(self, x0: Tensor, y: Tensor, operator: LinearOperator, sigma_y: Tensor, sigma_next: float) -> Tensor:
@@ -117,25 +118,36 @@ class DDNM(DiffusionSampler):
             return torch.where(sigma_y > 0, x0, back_project(x0, y, operator))
         return back_project(x0, y, operator, float(self.params["zeta"]) * sigma_y**2 / sigma_next**2)
 
-    @staticmethod
-    def _plus_step(x0, eps, y, op: SVDOperator, sigma_y, sigma_next, eta, eta_ni, generator) -> Tensor:
-        """One DDNM+ update in the spectral layout (module docstring)."""
-        c0, c_eps = op.Vt(x0), op.Vt(eps)
-        s = op.singulars(tuple(c0.shape), device=c0.device, dtype=c0.dtype)
-        observed = s > 0
-        s_safe = torch.where(observed, s, torch.ones_like(s))
-        y_bar = op.Ut(y) / s_safe
-        threshold = sigma_y / s_safe  # sigma' at which the noise of y_bar_i equals the state's noise
-        noisy = observed & (sigma_y > 0)
-        low = noisy & (sigma_next < threshold)
-        high = noisy & (sigma_next > threshold)
-        sy_safe = sigma_y.clamp_min(torch.finfo(c0.dtype).tiny)
-        lam = torch.where(low, (1.0 - eta * eta) ** 0.5 * s * sigma_next / sy_safe, torch.ones_like(c0))
-        c_hat = torch.where(observed, c0 - lam * (c0 - y_bar), c0)
-        std = torch.where(high, (sigma_next**2 - threshold**2).clamp_min(0.0).sqrt(), eta * sigma_next)
+
+class _PlusStep:
+    """One DDNM+ update in the spectral layout (module docstring), with everything that does not change between
+    steps (``y_bar``, the singular values and masks) computed once, and the state's coefficients ``c = V^T x``
+    carried from step to step (``V`` is orthogonal), so a step transforms the image twice (``V^T x0``, ``V c'``)."""
+
+    def __init__(self, op: SVDOperator, y: Tensor, sigma_y: Tensor, x: Tensor, eta: float, eta_ni: float | None):
+        self.op, self.sigma_y, self.eta, self.eta_ni = op, sigma_y, eta, eta_ni
+        self.c_x = op.Vt(x)
+        s = op.singulars(tuple(x.shape), device=x.device, dtype=x.dtype)
+        self.s, self.observed = s, s > 0
+        s_safe = torch.where(self.observed, s, torch.ones_like(s))
+        self.y_bar = op.Ut(y) / s_safe
+        self.threshold = sigma_y / s_safe  # sigma' at which the noise of y_bar_i equals the state's noise
+        self.noisy = self.observed & (sigma_y > 0)
+        self.sy_safe = sigma_y.clamp_min(torch.finfo(x.dtype).tiny)
+
+    def __call__(self, x0: Tensor, sigma: float, sigma_next: float, generator) -> Tensor:
+        eta = self.eta
+        c0 = self.op.Vt(x0)
+        c_eps = noise_estimate(self.c_x, c0, sigma)
+        low = self.noisy & (sigma_next < self.threshold)
+        high = self.noisy & (sigma_next > self.threshold)
+        lam = torch.where(low, (1.0 - eta * eta) ** 0.5 * self.s * sigma_next / self.sy_safe, torch.ones_like(c0))
+        c_hat = torch.where(self.observed, c0 - lam * (c0 - self.y_bar), c0)
+        std = torch.where(high, (sigma_next**2 - self.threshold**2).clamp_min(0.0).sqrt(), eta * sigma_next)
         c_noisy = c_hat + std * randn(c0.shape, generator, c0)
-        c_ddim = renoise_or_inject(c_hat, c_eps, sigma_next, eta * eta, generator, eta_ni)
-        return op.V(torch.where(low | high, c_noisy, c_ddim))
+        c_ddim = renoise_or_inject(c_hat, c_eps, sigma_next, eta * eta, generator, self.eta_ni)
+        self.c_x = torch.where(low | high, c_noisy, c_ddim)
+        return self.op.V(self.c_x)
 
 
 @register_sampler("ddnm+")

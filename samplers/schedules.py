@@ -12,6 +12,8 @@ from torch import Tensor
 
 __all__ = [
     "ddpm_linear_alphas_cumprod",
+    "mcgdiff_alphas_cumprod",
+    "mcgdiff_timesteps",
     "sigma_table",
     "nearest_t",
     "quad_timesteps",
@@ -30,6 +32,51 @@ def ddpm_linear_alphas_cumprod(
     """DDPM "linear" alpha-bar table: ``cumprod(1 - linspace(beta_start, beta_end, T))`` (float32 as the codes)."""
     betas = np.linspace(beta_start, beta_end, num_steps, dtype=dtype)
     return np.cumprod(1.0 - betas, dtype=dtype)
+
+
+def mcgdiff_alphas_cumprod(num_steps: int = 1000) -> np.ndarray:
+    """The alpha-bar table of the MCGdiff Gaussian-mixture experiment (offline.md 1.1), float64.
+
+    ``betas = linspace(0.02, 1e-4, T - 1)`` (**descending**, as the authors' ``gmm.py``) and
+    ``abar = cumprod([1, 1 - betas])``: ``T`` entries with ``abar_0 = 1`` (level 0) and ``abar_{T-1} ~ 4e-5``.
+    """
+    betas = np.linspace(0.02, 1e-4, num_steps - 1, dtype=np.float64)
+    return np.cumprod(np.concatenate([[1.0], 1.0 - betas]))
+
+
+def mcgdiff_timesteps(alphas_cumprod, singular_values, sigma_y: float, num_steps: int) -> list[int]:
+    r"""MCGdiff's grid adapted to the operator (offline.md 1.1), noisiest first, ``num_steps`` levels above 0.
+
+    The grid starts at ``t = 0`` and adds ``t`` each time ``sqrt(abar_t)`` has dropped by a fixed amount since the
+    last kept step (even spacing in ``sqrt(abar)`` down to ``sqrt(abar) = 0.01``), and at every such ``t`` where the
+    state's noise matches the noise of ``y`` on a singular value ``s_i``, ``argmin_t |sigma_y^2 abar_t - (1 - abar_t)
+    s_i^2|``; the remaining steps are spread evenly in ``t`` up to ``T - 1`` (matches in that noisiest part are
+    not added, as in the authors' loop). ``t = 0`` (level 0, the end point of every
+    sampler) is then dropped, so ``num_steps`` network calls remain.
+
+    This follows the stated intent of the authors' ``get_optimal_timesteps_from_singular_values``; their code
+    takes the arg-min over the flattened, sorted ``torch.unique`` of all distances, which keeps at most one such
+    step whose index is not a timestep. The difference is at most ``d_y`` steps of the grid.
+    """
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    s = np.asarray(singular_values, dtype=np.float64).reshape(-1)
+    n = int(num_steps) + 1  # the grid includes t = 0
+    dist = np.abs(sigma_y**2 * abar[None, :] - (1.0 - abar)[None, :] * s[:, None] ** 2)
+    matched = {int(t) for t in dist.argmin(axis=1) if t > 0}
+    root = np.sqrt(abar)
+    end = int(np.nonzero(root < 1e-2)[0][0])
+    increase = (root[0] - root[end]) / max(n - 1 - len(matched), 1)
+    grid, last = [0], root[0]
+    for t in range(1, end):
+        if len(grid) == n:
+            break
+        if last - root[t] >= increase or t in matched:
+            grid.append(t)
+            last = root[t]
+    if len(grid) < n:
+        fill = np.ceil(np.linspace(grid[-1], len(abar) - 1, n - len(grid) + 1))[1:]
+        grid += [int(t) for t in fill]
+    return grid[1:][::-1]
 
 
 def sigma_table(alphas_cumprod: np.ndarray | Tensor) -> np.ndarray:

@@ -189,6 +189,36 @@ def test_start_truncation_to_prior_sigma_max(name):
     assert float((op.A(prior.inputs[0]) - y).norm()) < 0.5 * float(y.norm())
 
 
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_explicit_timesteps(name):
+    from zsir.samplers.schedules import ddpm_linear_alphas_cumprod, sigma_table
+
+    op, y = _matrix_problem()
+    prior = Shrink()
+    t = [900, 500, 200, 50, 3]
+    s = SAMPLERS.get(name)(prior, timesteps=t, progress=False)
+    assert s.steps == 5 and s.timesteps == t
+    assert s.levels == pytest.approx([*sigma_table(ddpm_linear_alphas_cumprod())[t].tolist(), 0.0])
+    out = s(y, op, _sig(0.05, 2), _gen())
+    assert s.nfe == 5 and torch.isfinite(out).all()
+    assert prior.levels == pytest.approx(s.levels[: len(prior.levels)])  # the prior saw exactly those levels
+    with pytest.raises(ValueError, match="steps"):
+        SAMPLERS.get(name)(prior, timesteps=t, steps=4)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        SAMPLERS.get(name)(prior, timesteps=[10, 20, 30])
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        SAMPLERS.get(name)(prior, timesteps=[1000, 20])
+    zero = Shrink()
+    zero.alphas_cumprod = torch.linspace(1.0, 0.01, 100, dtype=torch.float64)  # abar_0 = 1: level 0 at t = 0
+    with pytest.raises(ValueError, match="noise level 0"):
+        SAMPLERS.get(name)(zero, timesteps=[50, 0])
+
+
+def test_timesteps_are_only_for_diffusion_samplers():
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        SAMPLERS.get("rdmd")(Shrink(), timesteps=[10, 5])
+
+
 # ----- exact Gaussian posteriors -----------------------------------------------------------------------------------
 # (sampler, steps, hyperparameters, tolerance on ||mean of 64 samples - E[x|y]|| / ||E[x|y]||). The error of the
 # mean of 64 *exact* posterior samples is 0.06 (blur) / 0.09 (inpainting); the prior mean has error 1 and the
@@ -240,7 +270,8 @@ def test_distortion_grows_with_pd(name, steps, params):
 # ----- exact Gaussian-mixture posterior (MCGdiff protocol, small) --------------------------------------------------
 @pytest.mark.parametrize("name", ["ddrm", "ddnm+", "diffpir", "dps"])
 def test_gmm_sliced_wasserstein(name):
-    """MCGdiff GMM, d_x = 8, d_y = 2 (seed 1), 300 samples, 50 steps, SW to 300 exact posterior samples.
+    """MCGdiff GMM, d_x = 8, d_y = 2 (seed 1), 300 samples, the authors' adapted grid of 50 steps, SW to 300 exact
+    posterior samples.
 
     DDRM, DDNM+ and DiffPIR fix the observed coordinates early and do not re-weight the 25 modes, so they land far
     above the exact-sample noise floor (measured 45-75x) but must still beat the prior (measured 0.35-0.5 of the
@@ -253,7 +284,8 @@ def test_gmm_sliced_wasserstein(name):
     ref = pb.posterior.sample(n, g)
     floor = gmm.noise_floor(pb.posterior, n, generator=g)
     prior_sw = gmm.sliced_wasserstein(pb.prior.sample(n, g), ref, generator=g)
-    s = SAMPLERS.get(name)(pb.prior, steps=50, progress=False)
+    s = SAMPLERS.get(name)(pb.prior, timesteps=pb.timesteps(50), progress=False)
+    assert s.steps == 50 and s.total_nfe() == 50
     out = s(pb.y.expand(n, *pb.y.shape[1:]), pb.operator, _sig(pb.sigma_y, n), g)
     sw = gmm.sliced_wasserstein(out, ref, generator=g)
     assert sw < (0.35 if name == "dps" else 0.7) * prior_sw and sw > floor, (sw, floor, prior_sw)

@@ -269,6 +269,16 @@ def test_short_training_decreases_loss_checkpoints_resumes_and_exports(tmp_path)
     with pytest.raises(FileNotFoundError, match="shipped weights"):
         load_shipped(str(tmp_path / "nothing"))
 
+    # fine-tuning from exported weights: 0 steps reproduce them, more steps move them and record the origin
+    tune = [*common[2:], "--init", str(export_prefix)]
+    same, moved = tmp_path / "tuned0", tmp_path / "tuned3"
+    assert main(["--run", str(tmp_path / "run0"), *tune, "--max-steps", "0", "--export", str(same)]) == 0
+    assert torch.allclose(load_shipped(str(same))(x, 0.1), shipped(x, 0.1), atol=1e-6)
+    assert main(["--run", str(tmp_path / "run3"), *tune, "--max-steps", "3", "--export", str(moved)]) == 0
+    assert not torch.allclose(load_shipped(str(moved))(x, 0.1), shipped(x, 0.1), atol=1e-6)
+    info = json.loads(moved.with_suffix(".json").read_text())["training"]
+    assert info["steps"] == 3 and info["init"]["steps"] == 14 and info["init"]["weights"] == str(export_prefix)
+
 
 def test_checkpoint_config_round_trip():
     cfg = replace(NDRConfig.preset("lite"), sigma_max=2.0)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from zsir.samplers.rdmd import rdmd_det_timesteps, rdmd_timesteps, rdmd_weights
-from zsir.samplers.schedules import cm4ir_taus, ddpm_linear_alphas_cumprod, sigma_table, truncate_to_prior
+from zsir.samplers.schedules import (
+    cm4ir_taus,
+    ddpm_linear_alphas_cumprod,
+    mcgdiff_alphas_cumprod,
+    mcgdiff_timesteps,
+    sigma_table,
+    truncate_to_prior,
+)
 
 
 def _ints(text: str) -> list[int]:
@@ -111,3 +118,31 @@ def test_truncate_to_prior():
     assert truncate_to_prior(levels, 5.0) == 0
     assert truncate_to_prior(levels, 1.5) == 2
     assert truncate_to_prior(levels, 0.1) == 3  # nothing covered: still run the last step
+
+
+# offline.md 1.1: the MCGdiff Gaussian-mixture experiment's table and operator-adapted grid
+def test_mcgdiff_alphas_cumprod():
+    abar = mcgdiff_alphas_cumprod()
+    assert abar.shape == (1000,) and abar[0] == 1.0
+    betas = 1.0 - abar[1:] / abar[:-1]
+    assert betas[0] == pytest.approx(0.02) and betas[-1] == pytest.approx(1e-4)
+    assert bool((np.diff(betas) < 0).all())  # descending, as the authors' gmm.py
+    assert abar[-1] == pytest.approx(4e-5, rel=0.1)
+
+
+@pytest.mark.parametrize("steps", [20, 100])
+@pytest.mark.parametrize("s, sigma_y", [([0.74, 0.0045], 0.68), ([0.9, 0.5, 0.3, 0.1], 0.05)])
+def test_mcgdiff_timesteps(steps, s, sigma_y):
+    abar = mcgdiff_alphas_cumprod()
+    t = mcgdiff_timesteps(abar, s, sigma_y, steps)
+    assert len(t) == steps and t[0] == 999 and t[-1] > 0  # level 0 (t = 0) is left to the samplers' end point
+    assert all(a > b for a, b in zip(t, t[1:], strict=False))
+    # every step (above sqrt(abar) = 0.01) where the state's noise equals y's noise on a singular value is on the grid
+    end = int(np.nonzero(np.sqrt(abar) < 1e-2)[0][0])
+    matches = [int(np.abs(sigma_y**2 * abar - (1 - abar) * si**2).argmin()) for si in s]
+    assert all(m in t for m in matches if 0 < m < end) and any(0 < m < end for m in matches)
+    # below sqrt(abar) = 0.01 the rest is spread evenly up to T - 1; above it the grid is even in sqrt(abar)
+    root = np.sqrt(abar[t[::-1]])
+    dense = root[root >= 1e-2]
+    gaps = -np.diff(np.concatenate([[1.0], dense]))
+    assert gaps.max() < 2.5 * np.median(gaps)

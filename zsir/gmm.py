@@ -12,6 +12,12 @@ samplers run on them directly in model space, with ``prior.denoise(x, sigma)`` a
 ``y`` of shape ``(1, d_y, 1, 1)``, ``x`` of shape ``(B, d_x, 1, 1)`` and ``sigma_y`` in problem units. Do not
 pass them through :func:`zsir.solve` (which converts [0, 1] images to model units).
 
+**Diffusion.** The prior carries the authors' descending-beta alpha-bar table
+(:func:`~zsir.samplers.schedules.mcgdiff_alphas_cumprod`) as its ``alphas_cumprod``, so diffusion samplers walk its
+levels, and :meth:`GMMProblem.timesteps` gives the operator-adapted grid the authors use for every method
+(:func:`~zsir.samplers.schedules.mcgdiff_timesteps`), to pass as ``timesteps=`` to a
+:class:`~zsir.samplers.DiffusionSampler`.
+
 **Randomness.** Everything is drawn from one ``torch.Generator`` seeded with ``seed``, in the order of the
 authors' code (weights, matrix, singular values, ``x*``, ``u``, noise), so a seed gives the same problem on every
 machine. It is not bit-identical to the authors' problems (they used the global RNG and
@@ -27,6 +33,7 @@ from torch import Tensor
 
 from zsir.operators.matrix import MatrixOperator
 from zsir.priors.exact import GaussianMixturePrior
+from zsir.samplers.schedules import mcgdiff_alphas_cumprod, mcgdiff_timesteps
 
 __all__ = ["GMMProblem", "mcgdiff_means", "mcgdiff_problem", "sliced_wasserstein", "noise_floor"]
 
@@ -52,6 +59,12 @@ class GMMProblem:
     y: Tensor
     posterior: GaussianMixturePrior
     seed: int
+    singular_values: Tensor
+
+    def timesteps(self, steps: int) -> list[int]:
+        """The MCGdiff operator-adapted grid of ``steps`` timesteps (noisiest first) of ``prior.alphas_cumprod``."""
+        return mcgdiff_timesteps(self.prior.alphas_cumprod.numpy(), self.singular_values.numpy(),
+                                 float(self.sigma_y), steps)
 
 
 def mcgdiff_means(d_x: int, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -78,6 +91,7 @@ def mcgdiff_problem(d_x: int, d_y: int, seed: int, dtype: torch.dtype = torch.fl
     means = mcgdiff_means(d_x)
     z = torch.randn(25, generator=g, dtype=f64)
     prior = GaussianMixturePrior(means, z**2 / (z**2).sum(), covs=1.0, shape=(d_x, 1, 1))
+    prior.alphas_cumprod = torch.from_numpy(mcgdiff_alphas_cumprod())
     a0 = torch.randn(d_y, d_x, generator=g, dtype=f64)
     u, _, vh = torch.linalg.svd(a0, full_matrices=True)
     s = torch.sort(torch.rand(d_y, generator=g, dtype=f64), descending=True).values
@@ -88,7 +102,7 @@ def mcgdiff_problem(d_x: int, d_y: int, seed: int, dtype: torch.dtype = torch.fl
     y = operator.A(x_star) + sigma_y * torch.randn(1, d_y, 1, 1, generator=g, dtype=f64)
     posterior = prior.posterior(matrix, y.reshape(d_y), sigma_y)
     sigma = torch.tensor(sigma_y, dtype=f64)
-    return GMMProblem(prior, operator, sigma, x_star.to(dtype), y.to(dtype), posterior, int(seed))
+    return GMMProblem(prior, operator, sigma, x_star.to(dtype), y.to(dtype), posterior, int(seed), s)
 
 
 def sliced_wasserstein(a: Tensor, b: Tensor, num_slices: int = 100, generator: torch.Generator | None = None) -> float:

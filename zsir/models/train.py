@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from zsir.models.builtin import load_shipped
 from zsir.models.data import PatchSampler, load_images
 from zsir.models.ndr import NDRConfig, NDRRestore
 
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <run>/last.pt")
+    p.add_argument("--init", default=None,
+                   help="start from exported weights instead of random ones (fine-tuning): a shipped name such as "
+                        "'builtin' or an export PREFIX; the architecture is theirs (--config/--ablation are ignored)")
     p.add_argument("--export", default=None, help="write PREFIX.safetensors + PREFIX.json after training")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -154,7 +158,12 @@ def train(args: argparse.Namespace) -> NDRRestore:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model = NDRRestore(NDRConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["model"])
-        state.update({k: ckpt[k] for k in ("step", "elapsed", "seed", "data", "gen_state") if k in ckpt})
+        state.update({k: ckpt[k] for k in ("step", "elapsed", "seed", "data", "gen_state", "init") if k in ckpt})
+    elif args.init:
+        model = load_shipped(args.init).requires_grad_(True)
+        base = model.train_info
+        state["init"] = {"weights": args.init, "steps": int(base.get("steps", 0)),
+                         "seconds": float(base.get("seconds", 0.0))}
     else:
         model = NDRRestore(args.config, **overrides)
     if not model.config.noise_map:
@@ -217,6 +226,8 @@ def train(args: argparse.Namespace) -> NDRRestore:
     model.train_info = {"steps": state["step"], "seconds": round(state["elapsed"], 1), "data": state["data"],
                         "seed": state["seed"], "patch": args.patch, "batch": args.batch, "lr": args.lr,
                         "lambda": args.lambda_, "weighting": args.weighting, "p_log": args.p_log}
+    if "init" in state:  # fine-tuned: the steps and seconds above come on top of the initial weights' training
+        model.train_info["init"] = state["init"]
     if args.export:
         export(model, args.export, model.train_info)
     return model
