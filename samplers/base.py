@@ -154,8 +154,8 @@ class Sampler:
         out = (self.prior if prior is None else prior).denoise(x, sigma, **kwargs)
         self.nfe += 1
         if self._bar is not None:
+            self._bar.set_postfix(nfe=self.nfe, refresh=False)  # shown by the refresh of update()
             self._bar.update(1)
-            self._bar.set_postfix(nfe=self.nfe, refresh=False)
         return out
 
 

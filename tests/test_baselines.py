@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from exact_problems import gaussian_problem, relative_error
@@ -212,6 +214,22 @@ def test_explicit_timesteps(name):
     zero.alphas_cumprod = torch.linspace(1.0, 0.01, 100, dtype=torch.float64)  # abar_0 = 1: level 0 at t = 0
     with pytest.raises(ValueError, match="noise level 0"):
         SAMPLERS.get(name)(zero, timesteps=[50, 0])
+
+
+def test_progress_bar_shows_the_final_nfe(capsys, monkeypatch):
+    from tqdm import tqdm
+
+    from zsir.samplers import base
+
+    def every_refresh(**kw):  # keep the last state on screen and draw at every update
+        return tqdm(**{**kw, "leave": True, "mininterval": 0, "miniters": 1})
+
+    monkeypatch.setattr(base, "tqdm", every_refresh)
+    op, y = _matrix_problem()
+    SAMPLERS.get("ddnm")(Shrink(), steps=6, progress=True)(y, op, _sig(0.05, 2), _gen())
+    drawn = [m.groups() for line in capsys.readouterr().err.split("\r") if (m := re.search(r"(\d)/6 .*nfe=(\d)", line))]
+    assert drawn and all(done == nfe for done, nfe in drawn), drawn  # every drawn state, not only the last
+    assert drawn[-1] == ("6", "6")
 
 
 def test_timesteps_are_only_for_diffusion_samplers():
