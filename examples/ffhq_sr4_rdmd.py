@@ -8,4 +8,4 @@ from _common import run
 
 if __name__ == "__main__":
     run(__doc__, dataset="ffhq256", prior_name="ffhq", task="sr4", sampler="rdmd", sigma_y=0.05, steps=100,
-        quick_steps=4, pd=0.5)
+        quick_steps=4, preset="sr", pd=0.5)

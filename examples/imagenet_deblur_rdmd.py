@@ -8,4 +8,4 @@ from _common import run
 
 if __name__ == "__main__":
     run(__doc__, dataset="imagenet256", prior_name="imagenet", task="deblur-gauss", sampler="rdmd", sigma_y=0.05,
-        steps=100, quick_steps=4, pd=0.5)
+        steps=100, quick_steps=4, preset="deblur", pd=0.5)

@@ -180,8 +180,8 @@ class CM4IR(Sampler):
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         p = self.params
-        if not 0 <= int(p["iN"]) < 998:
-            raise ValueError(f"iN: expected an integer timestep in [0, 997], got {p['iN']}")
+        if not 0 <= int(p["iN"]) < 999:
+            raise ValueError(f"iN: expected an integer timestep in [0, 998], got {p['iN']}")
         if not float(p["gamma"]) >= 0.0:
             raise ValueError(f"gamma: expected a non-negative number, got {p['gamma']}")
         if not 0.0 <= float(p["eta"]) <= 1.0:

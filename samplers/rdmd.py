@@ -43,11 +43,14 @@ branch disappears: noiseless RDMD is a DiffPIR-like sampler), ``tau = 0`` gives 
 first iteration whose level it covers (:func:`~zsir.samplers.schedules.truncate_to_prior`), from the informative
 initialisation ``x = z0 + sigma n``.
 
-**Initialisation** (``init``): ``"auto"`` (default) reproduces the official scripts where they apply and falls back
-to the pseudo-inverse otherwise: bicubic up-sampling of ``y`` when ``y`` is the image down-scaled by an integer
-factor (``rdmd_sr.py``), ``y`` itself when it has the image's shape (``rdmd_deblur.py``; masks, identity), else
+**Initialisation** (``init``): ``"auto"`` (default) reproduces the official scripts' ``z`` where they apply and
+falls back to the pseudo-inverse otherwise: bicubic up-sampling of ``y`` when ``y`` is the image down-scaled by an
+integer factor (``rdmd_sr.py``), ``y`` itself when it has the image's shape (``rdmd_deblur.py``; masks, identity), else
 ``"pinv"``: the Tikhonov pseudo-inverse ``A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units), which works for every
-operator.
+operator. The diffusion state always starts as ``x = z + sigma_{t_0} n`` (``rdmd_sr.py``); ``rdmd_deblur.py``
+starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y = nearest_t(2 sigma_y)``,
+which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (rdmd.md 1.3): outputs
+agree to float32 round-off.
 """
 
 from __future__ import annotations

@@ -119,15 +119,15 @@ def dpir_sigmas(num_iters: int, sigma_end: float, sigma_start: float = 49.0 / 25
 def cm4ir_taus(i_n: int, gamma: float, num_steps: int = 4) -> list[float]:
     r"""CM4IR noise levels ``tau_N .. tau_1`` (noisiest first), model units (cm4ir.md 1.2).
 
-    ``abar_N = abar[iN + 1]`` of the DDPM linear table (float64, as the official code), then
-    ``abar_{k-1} = min((1 + gamma) abar_k, 0.9999)`` and ``tau_k = clamp(sqrt(1 - abar_k), 0.002, 80)``.
+    ``abar_N = abar[iN + 1]`` of the DDPM linear table, then ``abar_{k-1} = min((1 + gamma) abar_k, 0.9999)`` and
+    ``tau_k = clamp(sqrt(1 - abar_k), 0.002, 80)``, all in float32 as the official code (``iN <= 998``).
     """
-    abar_table = ddpm_linear_alphas_cumprod(dtype=np.float64)
-    abar = float(abar_table[i_n + 1])
+    f32 = np.float32
+    abar = ddpm_linear_alphas_cumprod()[i_n + 1]
     taus = []
     for _ in range(num_steps):
-        taus.append(float(np.clip(np.sqrt(1.0 - abar), 0.002, 80.0)))
-        abar = min((1.0 + gamma) * abar, 0.9999)
+        taus.append(float(np.clip(np.sqrt(f32(1.0) - abar), f32(0.002), f32(80.0))))
+        abar = np.minimum(f32(1.0 + gamma) * abar, f32(0.9999))
     return taus
 
 
