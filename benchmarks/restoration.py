@@ -16,6 +16,7 @@ per image.
 Examples::
 
     python benchmarks/restoration.py --datasets ffhq256 imagenet256 --limit 2 --tasks sr4 gauss motion box random80
+    python benchmarks/restoration.py --datasets ffhq256 --tasks sr4 --pd 0 0.5 1   # rows per pd position
     python benchmarks/restoration.py --quick     # two 64x64 skimage crops, 2 tasks, few steps (a smoke test)
 """
 
@@ -121,17 +122,18 @@ def run(args) -> list[dict]:
             results = {}
             for name, est in baselines(task, op, y, sigma_y).items():
                 results[name] = {**metrics(est, clean), "nfe": 0, "seconds": 0.0}
-            for s in samplers:
+            for s, pd in [(s, pd) for s in samplers for pd in args.pd]:
                 steps = args.steps or dict(args.sampler_steps).get(s)
                 kw = {"steps": steps} if steps else {}
                 t = time.perf_counter()
                 try:
-                    res = zsir.solve(y, op, sampler=s, prior=prior, sigma_y=sigma_y or None, generator=args.seed,
-                                     progress=False, return_result=True, **kw)
+                    res = zsir.solve(y, op, sampler=s, prior=prior, sigma_y=sigma_y or None, pd=pd,
+                                     generator=args.seed, progress=False, return_result=True, **kw)
                 except TypeError as err:  # e.g. DDRM needs an SVD operator; circular blurs are FFT operators
                     print(f"note: {s} skipped on {task}: {err}", file=sys.stderr)
                     continue
-                results[s] = {**metrics(res.x, clean), "nfe": res.nfe, "seconds": time.perf_counter() - t}
+                label = s if pd is None else f"{s} pd={pd:g}"
+                results[label] = {**metrics(res.x, clean), "nfe": res.nfe, "seconds": time.perf_counter() - t}
             for m, r in results.items():
                 a = acc.setdefault(m, dict.fromkeys(r, 0.0))
                 for k, v in r.items():
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=None, help="override every sampler's number of steps")
     p.add_argument("--sampler-steps", nargs="*", default=[("dps", 100)], type=_name_int,
                    help="per-sampler steps NAME=N (default dps=100: DPS back-propagates through the prior)")
+    p.add_argument("--pd", type=float, nargs="+", default=[None],
+                   help="perception-distortion positions to run every sampler at (default: each sampler's defaults); "
+                        "rows are labelled 'NAME pd=P'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="two 64x64 skimage crops, sr4 + random80, 4 steps")

@@ -55,6 +55,7 @@ agree to float32 round-off.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -248,6 +249,13 @@ class RDMD(Sampler):
         mu, _, _ = rdmd_weights(lam, tau, sigma_img, 1.0)
         det_used = bool((mu > 0).any())
         sto_used = tau > 0.0
+        if not (det_used or sto_used):
+            warnings.warn(
+                "RDMD with tau = 0 (pd = 0) and sigma_y = 0 has no prior term (mu = lambda (1 - tau) sigma_y^2 = 0 and "
+                "rho = 0): it only runs gradient steps on ||A z - y||^2 and never calls the prior; use tau > 0 for "
+                "noiseless measurements",
+                stacklevel=3,
+            )
         if self._bar is not None:
             self._bar.total = self._calls(det_used)
         if det_used:

@@ -83,14 +83,20 @@ def test_restoration_benchmark_quick(tmp_path):
         pytest.skip(f"{bench} is not part of this checkout")
     out = tmp_path / "rows.json"
     proc = subprocess.run(
-        [sys.executable, str(bench), "--quick", "--threads", "1", "--samplers", "rdmd", "cm4ir", "--json", str(out)],
+        [sys.executable, str(bench), "--quick", "--threads", "1", "--samplers", "rdmd", "cm4ir", "--pd", "0", "1",
+         "--json", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
-    assert {(r["task"], r["method"]) for r in rows} >= {("sr4", "bicubic"), ("sr4", "rdmd"), ("random80", "cm4ir")}
+    samplers = {f"{s} pd={pd}" for s in ("rdmd", "cm4ir") for pd in (0, 1)}
+    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("sr4", "random80") for m in samplers} | {
+        ("sr4", "bicubic"), ("sr4", "pinv"), ("random80", "pinv")}
+    prior_free = ("random80", "rdmd pd=0")  # noiseless and tau = 0: RDMD has no prior term (it warns)
     for r in rows:
         assert np.isfinite([r["psnr"], r["ssim"], r["haarpsi"]]).all() and r["psnr"] > 3
-        assert (r["nfe"] > 0) == (r["method"] in ("rdmd", "cm4ir"))
+        assert (r["nfe"] > 0) == (r["method"] in samplers and (r["task"], r["method"]) != prior_free)
     inpaint = {r["method"]: r["psnr"] for r in rows if r["task"] == "random80"}
-    assert min(inpaint["rdmd"], inpaint["cm4ir"]) > inpaint["pinv"] + 3  # the prior fills the holes
+    assert min(inpaint[m] for m in samplers - {prior_free[1]}) > inpaint["pinv"] + 3  # the prior fills the holes
+    sr = {r["method"]: r for r in rows if r["task"] == "sr4"}
+    assert sr["rdmd pd=0"]["psnr"] != sr["rdmd pd=1"]["psnr"]  # the knob reaches the sampler

@@ -99,6 +99,13 @@ def test_noiseless_drops_deterministic_branch(output, expected):
     assert s.nfe == len(prior.calls) == expected  # mu = lambda (1 - tau) sigma_y^2 = 0: D(z) is not called
 
 
+def test_noiseless_with_tau_zero_warns_that_no_prior_is_used():
+    op, prior = _op(), Recorder()
+    with pytest.warns(UserWarning, match="no prior term"):
+        RDMD(prior, steps=6, progress=False, tau=0.0)(_y(op), op, _sig(0.0), torch.Generator().manual_seed(0))
+    assert prior.calls == []
+
+
 def test_seeded_determinism():
     op = _op()
     y = _y(op, B=2)
