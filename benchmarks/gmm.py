@@ -7,11 +7,10 @@ noise floor (SW between two exact sample sets of the same size). The samplers ru
 each class is built with the :class:`~zsir.priors.exact.GaussianMixturePrior` and called with ``y``, the
 :class:`~zsir.operators.MatrixOperator` and ``sigma_y`` as model-unit tensors. As in the authors' code, the
 diffusion samplers (DDRM, DDNM, DDNM+, DiffPIR, DPS) walk the operator-adapted grid
-(:meth:`zsir.gmm.GMMProblem.timesteps`) of the descending-beta table, DDRM and DDNM use ``eta`` 0.6 at 20 steps and
-0.85 at 100, and DPS uses the authors' step ``0.1 grad ||r||^2 / ||r||`` (``zeta = 0.2``; the authors' DPS also
-scales its DDPM noise by ``eta``, zsir's DPS draws the full DDPM noise). RDMD walks its own quad spacing of the same
-table and makes 2 prior calls per step; CM4IR's schedule is tuned per NFE count (cm4ir.md 1.2), so it always runs
-its own 4 steps; PnP its DPIR levels.
+(:meth:`zsir.gmm.GMMProblem.timesteps`) of the descending-beta table; DDRM, DDNM and DPS use ``eta`` 0.6 at 20
+steps and 0.85 at 100 (DPS: the scale of its DDPM noise), and DPS the authors' step ``0.1 grad ||r||^2 / ||r||``
+(``zeta = 0.2``). RDMD walks its own quad spacing of the same table and makes 2 prior calls per step; CM4IR's
+schedule is tuned per NFE count (cm4ir.md 1.2), so it always runs its own 4 steps; PnP its DPIR levels.
 
 Usage::
 

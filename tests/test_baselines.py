@@ -109,6 +109,24 @@ def test_seeded_determinism_and_per_sample_sigma(name):
     assert not torch.allclose(a[1], d[1])
 
 
+def test_dps_eta_scales_the_ddpm_noise():
+    """eta = 0 draws no noise after the start state; eta = 1 (the paper) draws it at every step but the last."""
+    from zsir.samplers.dps import DPS
+
+    op, y = _matrix_problem()
+    out, states = {}, {}
+    for eta in (0.0, 1.0):
+        g = _gen(4)
+        out[eta] = DPS(Shrink(), steps=8, eta=eta, progress=False)(y, op, _sig(0.05, 2), g)
+        states[eta] = g.get_state()
+    start_only = _gen(4)
+    torch.randn((2, 1, 4, 4), generator=start_only)  # the start draw
+    assert torch.equal(states[0.0], start_only.get_state()) and not torch.equal(states[1.0], states[0.0])
+    assert not torch.allclose(out[0.0], out[1.0])
+    with pytest.raises(ValueError, match="eta"):
+        DPS(Shrink(), eta=1.5)
+
+
 def test_dps_gradient_is_per_sample():
     from zsir.samplers.dps import DPS, residual_norm_gradient
 
