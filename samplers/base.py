@@ -205,12 +205,14 @@ class DiffusionSampler(Sampler):
         if timesteps is None:
             spacing = {"uniform": schedules.uniform_timesteps, "quad": schedules.quad_timesteps}[self.spacing]
             timesteps = spacing(self.steps, len(abar))
-        elif (any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False))
-              or timesteps[-1] < 0 or timesteps[0] >= len(abar)):
-            raise ValueError(
-                f"timesteps: expected strictly decreasing integers in [0, {len(abar) - 1}] (noisiest first), "
-                f"got {timesteps}"
-            )
+        else:
+            decreasing = all(b < a for a, b in zip(timesteps, timesteps[1:], strict=False))
+            if not decreasing or timesteps[-1] < 0 or timesteps[0] >= len(abar):
+                raise ValueError(
+                    f"timesteps: expected strictly decreasing integers in [0, {len(abar) - 1}] (noisiest first), "
+                    f"got {timesteps}"
+                )
+            self.params["timesteps"] = timesteps  # an explicit grid is part of the reported settings
         self.timesteps = timesteps
         self.levels = schedules.diffusion_levels(timesteps, abar)
         if self.levels[-2] <= 0.0:

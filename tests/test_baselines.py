@@ -217,7 +217,8 @@ def test_explicit_timesteps(name):
     prior = Shrink()
     t = [900, 500, 200, 50, 3]
     s = SAMPLERS.get(name)(prior, timesteps=t, progress=False)
-    assert s.steps == 5 and s.timesteps == t
+    assert s.steps == 5 and s.timesteps == t and s.params["timesteps"] == t
+    assert "timesteps" not in SAMPLERS.get(name)(prior, steps=5, progress=False).params
     assert s.levels == pytest.approx([*sigma_table(ddpm_linear_alphas_cumprod())[t].tolist(), 0.0])
     out = s(y, op, _sig(0.05, 2), _gen())
     assert s.nfe == 5 and torch.isfinite(out).all()
