@@ -3,10 +3,11 @@
 The protocol of offline.md 1.1: d_x in {8, 80, 800}, d_y in {1, 2, 4}, 20 problems each
 (:func:`zsir.gmm.mcgdiff_problem`), 20 and 100 steps, mean sliced Wasserstein (100 slices) between the sampler's
 samples and as many exact posterior samples (2000), reported as ``mean +- 1.96 s / sqrt(n_problems)``, next to the
-noise floor (SW between two exact sample sets of the same size). The samplers run directly in the problem's units:
-each class is built with the :class:`~zsir.priors.exact.GaussianMixturePrior` and called with ``y``, the
-:class:`~zsir.operators.MatrixOperator` and ``sigma_y`` as model-unit tensors. As in the authors' code, the
-diffusion samplers (DDRM, DDNM, DDNM+, DiffPIR, DPS) walk the operator-adapted grid
+noise floor (SW between two exact sample sets of the same size) and the prior (SW of prior samples, which ignore
+``y``: the score of a sampler that learns nothing from the measurement). The samplers run directly in the
+problem's units: each class is built with the :class:`~zsir.priors.exact.GaussianMixturePrior` and called with
+``y``, the :class:`~zsir.operators.MatrixOperator` and ``sigma_y`` as model-unit tensors. As in the authors' code,
+the diffusion samplers (DDRM, DDNM, DDNM+, DiffPIR, DPS) walk the operator-adapted grid
 (:meth:`zsir.gmm.GMMProblem.timesteps`) of the descending-beta table; DDRM, DDNM and DPS use ``eta`` 0.6 at 20
 steps and 0.85 at 100 (DPS: the scale of its DDPM noise), and DPS the authors' step ``0.1 grad ||r||^2 / ||r||``
 (``zeta = 0.2``). RDMD walks its own quad spacing of the same table and makes 2 prior calls per step; CM4IR's
@@ -70,21 +71,24 @@ def benchmark(dxs, dys, problems, samples, steps_list, names, slices=100, seed=0
     """Run the grid and return the markdown tables (one per step count)."""
     tables = []
     for steps in steps_list:
-        header = ["d_x", "d_y", "floor", *[f"{n} ({FIXED_STEPS.get(n, steps) or SAMPLERS.get(n).default_steps})"
-                                            for n in names]]
+        header = ["d_x", "d_y", "floor", "prior", *[
+            f"{n} ({FIXED_STEPS.get(n, steps) or SAMPLERS.get(n).default_steps})" for n in names]]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for dx in dxs:
             for dy in dys:
-                scores: dict[str, list[float]] = {n: [] for n in ["floor", *names]}
+                scores: dict[str, list[float]] = {n: [] for n in ["floor", "prior", *names]}
                 for i in range(problems):
                     problem = gmm.mcgdiff_problem(dx, dy, seed=seed + i)
                     g = torch.Generator().manual_seed(seed + i)
                     ref = problem.posterior.sample(samples, g)
                     scores["floor"].append(gmm.noise_floor(problem.posterior, samples, slices, g))
+                    g_prior = torch.Generator().manual_seed(10**6 + seed + i)  # leaves g's stream to the samplers
+                    scores["prior"].append(gmm.sliced_wasserstein(problem.prior.sample(samples, g_prior), ref, slices,
+                                                                  g_prior))
                     for name in names:
                         out = run_sampler(name, problem, steps, samples, g)
                         scores[name].append(gmm.sliced_wasserstein(out, ref, slices, g))
-                row = [str(dx), str(dy), *[_fmt(scores[k]) for k in ["floor", *names]]]
+                row = [str(dx), str(dy), *[_fmt(scores[k]) for k in ["floor", "prior", *names]]]
                 lines.append("| " + " | ".join(row) + " |")
                 log(lines[-1])
         tables.append(f"**{steps} steps** (mean sliced Wasserstein ± 1.96 s/sqrt({problems}); {samples} samples; "
@@ -99,7 +103,8 @@ def main(argv=None) -> None:
     ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 100])
-    ap.add_argument("--samplers", nargs="+", default=None, help="default: every registered sampler")
+    ap.add_argument("--samplers", nargs="*", default=None,
+                    help="default: every registered sampler; none: only the floor and the prior columns")
     ap.add_argument("--slices", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -110,7 +115,7 @@ def main(argv=None) -> None:
         args.dx, args.problems, args.samples = [8], 5, 200
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = args.samplers or sorted(SAMPLERS.names())
+    names = sorted(SAMPLERS.names()) if args.samplers is None else args.samplers
     t0 = time.perf_counter()
     text = benchmark(args.dx, args.dy, args.problems, args.samples, args.steps, names, args.slices, args.seed)
     cmd = "python benchmarks/gmm.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
