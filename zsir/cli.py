@@ -355,7 +355,7 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
     x_hat = samples.mean(0, keepdim=True) if samples.shape[0] > 1 else samples[:1]
     zio.write_image(files["restored"], x_hat, bit_depth=args.bit_depth)
     label = f"{setup.sampler} " + (f"pd={args.pd:g}" if args.pd is not None else f"preset {args.preset}")
-    panels = [(f"measurement {task.name} sy={args.sigma_y:g}", item["y"][0]), (label, x_hat[0])]
+    panels = [(f"measurement ({task.name}, sigma_y {args.sigma_y:g})", item["y"][0]), (label, x_hat[0])]
     if item["x"] is not None:
         panels.append(("ground truth", item["x"][0]))
     zio.atomic_write(files["grid"], zio.grid_image(panels, tuple(x_hat.shape[-2:])))
