@@ -1,4 +1,4 @@
-"""CM4IR against its specification (/work/shared/docs/cm4ir.md): the section 2 preset table, the section 1.2 tau
+"""CM4IR against its specification (../shared/docs/cm4ir.md): the section 2 preset table, the section 1.2 tau
 table, the Tikhonov weight zeta sigma_y^2, the per-step noise estimate (P5, P6), the final output (1.4 note 4) and
 the median fill of the initialisation (1.3). Every expected value below is typed from the document, not the code."""
 
@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from spec_values import CM4IR_TAUS
 
 from zsir.operators import Inpainting, MatrixOperator
 from zsir.priors.base import Prior
 from zsir.samplers.cm4ir import CM4IR, median_fill
 
-# cm4ir.md 1.2: (iN, gamma) -> tau_N .. tau_1 (4 decimals)
-TAUS = {
-    (400, 0.7): (0.8989, 0.8207, 0.6672, 0.2381),
-    (250, 0.2): (0.6937, 0.6144, 0.5030, 0.3218),
-    (75, 0.01): (0.2528, 0.2335, 0.2123, 0.1885),
-    (150, 0.05): (0.4654, 0.4212, 0.3691, 0.3051),
-    (125, 0.05): (0.3978, 0.3408, 0.2682, 0.1598),
-    (150, 0.2): (0.4654, 0.2447, 0.01, 0.01),
-    (50, 0.01): (0.1764, 0.1464, 0.1080, 0.0421),
-    (75, 0.02): (0.2528, 0.2125, 0.1615, 0.0812),
-    (100, 0.03): (0.3267, 0.2828, 0.2288, 0.1547),
-    (250, 0.7): (0.6937, 0.3437, 0.01, 0.01),
-}
 Z4 = (0.0, 0.0, 0.0, 0.0)  # "none (all 0)"
 # cm4ir.md section 2: name -> (iN, gamma, zeta, deltas step1..4, injection type); eta 0.1, mu 1, N 4 everywhere
 SPEC = {
@@ -99,7 +87,7 @@ def test_preset_matches_spec_table(name):
     assert [float(d) for d in got] == pytest.approx(list(deltas), abs=1e-12)
     assert (p["eta"], p["mu"], p["steps"]) == (pytest.approx(0.1), 1.0, 4)
     s = CM4IR(Rec(), progress=False, steps=p.pop("steps"), **p)
-    assert s.taus == pytest.approx(TAUS[(i_n, gamma)], abs=6e-5)
+    assert s.taus == pytest.approx(CM4IR_TAUS[(i_n, gamma)], abs=6e-5)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +118,7 @@ def test_noise_estimate_uses_true_tau_clamped_pre_bp_x0(inj):
     prior = Rec()
     s = CM4IR(prior, progress=False, iN=250, gamma=0.2, deltas=deltas, injection_type=inj, eta=0.0, zeta=zeta)
     out = s(y, op, _sig(sigma_y), torch.Generator().manual_seed(0))
-    taus, eta_reg = TAUS[(250, 0.2)], zeta * sigma_y**2
+    taus, eta_reg = CM4IR_TAUS[(250, 0.2)], zeta * sigma_y**2
     assert len(prior.calls) == 4
     for k, (x, level, f) in enumerate(prior.calls):
         assert level == pytest.approx((1 + deltas[k]) * taus[k], abs=2e-4)

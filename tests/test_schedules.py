@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from spec_values import CM4IR_TAUS
 
 from zsir.samplers.rdmd import rdmd_det_timesteps, rdmd_timesteps, rdmd_weights
 from zsir.samplers.schedules import (
@@ -88,24 +89,11 @@ def test_rdmd_weights_tau_extremes():
     assert mu == 0.0 and rho == pytest.approx(20 * 0.5 * 1e-6 / 0.25)
 
 
-# cm4ir.md 1.2 table: (iN, gamma) -> tau_N .. tau_1
-TAUS = {
-    (400, 0.70): (0.8989, 0.8207, 0.6672, 0.2381),
-    (250, 0.20): (0.6937, 0.6144, 0.5030, 0.3218),
-    (75, 0.01): (0.2528, 0.2335, 0.2123, 0.1885),
-    (150, 0.05): (0.4654, 0.4212, 0.3691, 0.3051),
-    (125, 0.05): (0.3978, 0.3408, 0.2682, 0.1598),
-    (150, 0.20): (0.4654, 0.2447, 0.01, 0.01),
-    (50, 0.01): (0.1764, 0.1464, 0.1080, 0.0421),
-    (75, 0.02): (0.2528, 0.2125, 0.1615, 0.0812),
-    (100, 0.03): (0.3267, 0.2828, 0.2288, 0.1547),
-    (250, 0.70): (0.6937, 0.3437, 0.01, 0.01),
-}
 
 
-@pytest.mark.parametrize("key", sorted(TAUS))
+@pytest.mark.parametrize("key", sorted(CM4IR_TAUS))
 def test_cm4ir_taus(key):
-    assert np.round(cm4ir_taus(*key), 4).tolist() == list(TAUS[key])
+    assert np.round(cm4ir_taus(*key), 4).tolist() == list(CM4IR_TAUS[key])
 
 
 def test_cm4ir_taus_more_steps_pile_at_floor():
