@@ -125,7 +125,7 @@ class _PlusStep:
     carried from step to step (``V`` is orthogonal), so a step transforms the image twice (``V^T x0``, ``V c'``)."""
 
     def __init__(self, op: SVDOperator, y: Tensor, sigma_y: Tensor, x: Tensor, eta: float, eta_ni: float | None):
-        self.op, self.sigma_y, self.eta, self.eta_ni = op, sigma_y, eta, eta_ni
+        self.op, self.eta, self.eta_ni = op, eta, eta_ni
         self.c_x = op.Vt(x)
         s = op.singulars(tuple(x.shape), device=x.device, dtype=x.dtype)
         self.s, self.observed = s, s > 0

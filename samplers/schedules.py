@@ -52,7 +52,8 @@ def mcgdiff_timesteps(alphas_cumprod, singular_values, sigma_y: float, num_steps
     state's noise matches the noise of ``y`` on a singular value ``s_i``, ``argmin_t |sigma_y^2 abar_t - (1 - abar_t)
     s_i^2|``; the remaining steps are spread evenly in ``t`` up to ``T - 1`` (matches in that noisiest part are
     not added, as in the authors' loop). ``t = 0`` (level 0, the end point of every sampler) is then dropped, so
-    ``num_steps`` network calls remain.
+    ``num_steps`` network calls remain. ``sigma_y`` is the measurement noise std in the units the sampler runs in
+    (model units; for the :mod:`zsir.gmm` problems their own units).
 
     This follows the stated intent of the authors' ``get_optimal_timesteps_from_singular_values``; their code
     takes the arg-min over the flattened, sorted ``torch.unique`` of all distances, which keeps at most one such

@@ -110,7 +110,7 @@ def test_seeded_determinism_and_per_sample_sigma(name):
 
 
 def test_dps_eta_scales_the_ddpm_noise():
-    """eta = 0 draws no noise after the start state; eta = 1 (the paper) draws it at every step but the last."""
+    """eta = 0 draws no noise after the start state; eta = 1 (the paper) draws more, and the outputs differ."""
     from zsir.samplers.dps import DPS
 
     op, y = _matrix_problem()
@@ -235,7 +235,7 @@ def test_explicit_timesteps(name):
         SAMPLERS.get(name)(zero, timesteps=[50, 0])
 
 
-def test_progress_bar_shows_the_final_nfe(capsys, monkeypatch):
+def test_progress_bar_shows_the_nfe_of_every_drawn_state(capsys, monkeypatch):
     from tqdm import tqdm
 
     from zsir.samplers import base
