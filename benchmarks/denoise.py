@@ -80,9 +80,11 @@ def make_method(spec: str):
     if spec == "bm3d":
         import bm3d
 
-        return lambda y, s: torch.from_numpy(
-            np.ascontiguousarray(bm3d.bm3d_rgb(y[0].permute(1, 2, 0).numpy(), sigma_psd=s))
-        ).permute(2, 0, 1)[None].float()
+        return lambda y, s: (
+            torch.from_numpy(np.ascontiguousarray(bm3d.bm3d_rgb(y[0].permute(1, 2, 0).numpy(), sigma_psd=s)))
+            .permute(2, 0, 1)[None]
+            .float()
+        )
     if spec == "builtin" or spec.startswith("shipped:") or spec.startswith("ckpt:"):
         if spec.startswith("ckpt:"):
             from zsir.models.train import load_checkpoint
@@ -128,18 +130,31 @@ def run(args: argparse.Namespace) -> list[dict]:
                     acc[m][2] += dt
             n = len(images)
             for m, (p, ss, t) in acc.items():
-                rows.append({"dataset": dname, "sigma": s255, "method": m, "psnr": p / n, "ssim": ss / n,
-                             "sec_per_image": t / n, "images": n})
-                print(f"{dname:10s} sigma {s255:3g}  {m:28s} PSNR {p / n:6.2f}  SSIM {ss / n:.4f}  {t / n:.3f} s/img",
-                      flush=True)
+                rows.append(
+                    {
+                        "dataset": dname,
+                        "sigma": s255,
+                        "method": m,
+                        "psnr": p / n,
+                        "ssim": ss / n,
+                        "sec_per_image": t / n,
+                        "images": n,
+                    }
+                )
+                print(
+                    f"{dname:10s} sigma {s255:3g}  {m:28s} PSNR {p / n:6.2f}  SSIM {ss / n:.4f}  {t / n:.3f} s/img",
+                    flush=True,
+                )
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
     lines = ["| dataset | sigma (/255) | method | PSNR (dB) | SSIM | s / image |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['dataset']} ({r['images']}) | {r['sigma']:g} | {r['method']} | {r['psnr']:.2f} | "
-                     f"{r['ssim']:.4f} | {r['sec_per_image']:.3f} |")
+        lines.append(
+            f"| {r['dataset']} ({r['images']}) | {r['sigma']:g} | {r['method']} | {r['psnr']:.2f} | "
+            f"{r['ssim']:.4f} | {r['sec_per_image']:.3f} |"
+        )
     return "\n".join(lines)
 
 

@@ -52,8 +52,9 @@ def protocol_params(name: str, problem: gmm.GMMProblem, steps: int) -> dict:
 def run_sampler(name: str, problem: gmm.GMMProblem, steps: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """``n`` samples of sampler ``name`` for one problem (model units, shape ``(n, d_x, 1, 1)``)."""
     cls = SAMPLERS.get(name)
-    sampler = cls(problem.prior, steps=FIXED_STEPS.get(name, steps), progress=False,
-                  **protocol_params(name, problem, steps))
+    sampler = cls(
+        problem.prior, steps=FIXED_STEPS.get(name, steps), progress=False, **protocol_params(name, problem, steps)
+    )
     y = problem.y.expand(n, *problem.y.shape[1:])
     sigma = torch.full((n, 1, 1, 1), problem.sigma_y, dtype=problem.y.dtype)
     return sampler(y, problem.operator, sigma, generator)
@@ -71,8 +72,13 @@ def benchmark(dxs, dys, problems, samples, steps_list, names, slices=100, seed=0
     """Run the grid and return the markdown tables (one per step count)."""
     tables = []
     for steps in steps_list:
-        header = ["d_x", "d_y", "floor", "prior", *[
-            f"{n} ({FIXED_STEPS.get(n, steps) or SAMPLERS.get(n).default_steps})" for n in names]]
+        header = [
+            "d_x",
+            "d_y",
+            "floor",
+            "prior",
+            *[f"{n} ({FIXED_STEPS.get(n, steps) or SAMPLERS.get(n).default_steps})" for n in names],
+        ]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for dx in dxs:
             for dy in dys:
@@ -83,16 +89,19 @@ def benchmark(dxs, dys, problems, samples, steps_list, names, slices=100, seed=0
                     ref = problem.posterior.sample(samples, g)
                     scores["floor"].append(gmm.noise_floor(problem.posterior, samples, slices, g))
                     g_prior = torch.Generator().manual_seed(10**6 + seed + i)  # leaves g's stream to the samplers
-                    scores["prior"].append(gmm.sliced_wasserstein(problem.prior.sample(samples, g_prior), ref, slices,
-                                                                  g_prior))
+                    scores["prior"].append(
+                        gmm.sliced_wasserstein(problem.prior.sample(samples, g_prior), ref, slices, g_prior)
+                    )
                     for name in names:
                         out = run_sampler(name, problem, steps, samples, g)
                         scores[name].append(gmm.sliced_wasserstein(out, ref, slices, g))
                 row = [str(dx), str(dy), *[_fmt(scores[k]) for k in ["floor", "prior", *names]]]
                 lines.append("| " + " | ".join(row) + " |")
                 log(lines[-1])
-        tables.append(f"**{steps} steps** (mean sliced Wasserstein ± 1.96 s/sqrt({problems}); {samples} samples; "
-                      f"column header: sampler (steps))\n\n" + "\n".join(lines))
+        tables.append(
+            f"**{steps} steps** (mean sliced Wasserstein ± 1.96 s/sqrt({problems}); {samples} samples; "
+            f"column header: sampler (steps))\n\n" + "\n".join(lines)
+        )
     return "\n\n".join(tables)
 
 
@@ -103,8 +112,12 @@ def main(argv=None) -> None:
     ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 100])
-    ap.add_argument("--samplers", nargs="*", default=None,
-                    help="default: every registered sampler; none: only the floor and the prior columns")
+    ap.add_argument(
+        "--samplers",
+        nargs="*",
+        default=None,
+        help="default: every registered sampler; none: only the floor and the prior columns",
+    )
     ap.add_argument("--slices", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)

@@ -127,8 +127,18 @@ def run(args) -> list[dict]:
                 kw = {"steps": steps} if steps else {}
                 t = time.perf_counter()
                 try:
-                    res = zsir.solve(y, op, sampler=s, prior=prior, sigma_y=sigma_y or None, pd=pd,
-                                     generator=args.seed, progress=False, return_result=True, **kw)
+                    res = zsir.solve(
+                        y,
+                        op,
+                        sampler=s,
+                        prior=prior,
+                        sigma_y=sigma_y or None,
+                        pd=pd,
+                        generator=args.seed,
+                        progress=False,
+                        return_result=True,
+                        **kw,
+                    )
                 except TypeError as err:  # e.g. DDRM needs an SVD operator; circular blurs are FFT operators
                     print(f"note: {s} skipped on {task}: {err}", file=sys.stderr)
                     continue
@@ -140,16 +150,21 @@ def run(args) -> list[dict]:
                     a[k] += v / len(images)
         for m, a in acc.items():
             rows.append({"task": task, "sigma_y": sigma_y, "method": m, "images": len(images), **a})
-            print(f"{task:9s} {m:8s} PSNR {a['psnr']:6.2f} SSIM {a['ssim']:.4f} HaarPSI {a['haarpsi']:.4f} "
-                  f"NFE {a['nfe']:5.0f} {a['seconds']:7.2f} s/img", flush=True)
+            print(
+                f"{task:9s} {m:8s} PSNR {a['psnr']:6.2f} SSIM {a['ssim']:.4f} HaarPSI {a['haarpsi']:.4f} "
+                f"NFE {a['nfe']:5.0f} {a['seconds']:7.2f} s/img",
+                flush=True,
+            )
     return rows
 
 
 def to_markdown(rows: list[dict]) -> str:
     lines = ["| task | sigma_y | method | PSNR | SSIM | HaarPSI | NFE | s / image |", "|---" * 8 + "|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['sigma_y']:g} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['haarpsi']:.4f} | {r['nfe']:.0f} | {r['seconds']:.2f} |")
+        lines.append(
+            f"| {r['task']} | {r['sigma_y']:g} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+            f"{r['haarpsi']:.4f} | {r['nfe']:.0f} | {r['seconds']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -170,11 +185,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--samplers", nargs="+", default=ALL_SAMPLERS)
     p.add_argument("--prior", default="builtin")
     p.add_argument("--steps", type=int, default=None, help="override every sampler's number of steps")
-    p.add_argument("--sampler-steps", nargs="*", default=[("dps", 100)], type=_name_int,
-                   help="per-sampler steps NAME=N (default dps=100: DPS back-propagates through the prior)")
-    p.add_argument("--pd", type=float, nargs="+", default=[None],
-                   help="perception-distortion positions to run every sampler at (default: each sampler's defaults); "
-                        "rows are labelled 'NAME pd=P'")
+    p.add_argument(
+        "--sampler-steps",
+        nargs="*",
+        default=[("dps", 100)],
+        type=_name_int,
+        help="per-sampler steps NAME=N (default dps=100: DPS back-propagates through the prior)",
+    )
+    p.add_argument(
+        "--pd",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="perception-distortion positions to run every sampler at (default: each sampler's defaults); "
+        "rows are labelled 'NAME pd=P'",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="two 64x64 skimage crops, sr4 + random80, 4 steps")

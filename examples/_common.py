@@ -28,8 +28,12 @@ FALLBACK_IMAGE = HERE / "data" / "astronaut.png"
 def parse_args(description: str, dataset: str, steps: int, quick_steps: int, size: int = 256) -> argparse.Namespace:
     """Common command line: ``--images``, ``--limit``, ``--size``, ``--steps``, ``--quick``, ``--out``, ``--seed``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--images", type=Path, default=None,
-                   help=f"folder of clean images (default: {SHARED_DATA / dataset} if present, else the astronaut)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help=f"folder of clean images (default: {SHARED_DATA / dataset} if present, else the astronaut)",
+    )
     p.add_argument("--limit", type=int, default=2, help="number of images")
     p.add_argument("--size", type=int, default=size, help="images are resized to SIZE x SIZE")
     p.add_argument("--steps", type=int, default=steps)
@@ -47,8 +51,10 @@ def load_images(folder: Path | None, dataset: str, limit: int, size: int) -> lis
     """``limit`` RGB images ``(1, 3, size, size)`` in [0, 1] (centre-cropped to a square, area-resized)."""
     if folder is None:
         folder = SHARED_DATA / dataset if (SHARED_DATA / dataset).is_dir() else None
-    paths = [FALLBACK_IMAGE] if folder is None else sorted(
-        p for p in Path(folder).iterdir() if p.suffix.lower() in zio.SUPPORTED_SUFFIXES
+    paths = (
+        [FALLBACK_IMAGE]
+        if folder is None
+        else sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in zio.SUPPORTED_SUFFIXES)
     )
     if not paths:
         raise SystemExit(f"no images in {folder}")
@@ -72,8 +78,10 @@ def load_prior_or_builtin(name: str):
         print(f"prior: {name}")
         return prior, name
     except (PriorDownloadError, CheckpointError, OSError, RuntimeError) as err:
-        print(f"notice: the {name!r} prior is not available ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-              "falling back to the built-in prior, so the numbers are not the paper's")
+        print(
+            f"notice: the {name!r} prior is not available ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+            "falling back to the built-in prior, so the numbers are not the paper's"
+        )
         return zsir.load_prior("builtin"), "builtin"
 
 
@@ -85,13 +93,33 @@ def restore(x: torch.Tensor, task: str, sampler: str, prior, sigma_y: float, see
     t = parse_task(task)
     op = t.operator(tuple(x.shape[-2:]), seed=seed)
     y = degrade(x, op, GaussianNoise(sigma_y) if sigma_y > 0 else None, generator=torch.Generator().manual_seed(seed))
-    res = zsir.solve(y, op, sampler=sampler, prior=prior, sigma_y=sigma_y, generator=seed, return_result=True,
-                     progress=False, **solve_kwargs)
+    res = zsir.solve(
+        y,
+        op,
+        sampler=sampler,
+        prior=prior,
+        sigma_y=sigma_y,
+        generator=seed,
+        return_result=True,
+        progress=False,
+        **solve_kwargs,
+    )
     return y, res, {"psnr": float(psnr(res.x, x)[0]), "haarpsi": float(haarpsi(res.x, x)[0])}
 
 
-def run(description: str, dataset: str, prior_name: str, task: str, sampler: str, sigma_y: float, steps: int,
-        quick_steps: int, preset: str | None = None, pd: float | None = None, size: int = 256) -> None:
+def run(
+    description: str,
+    dataset: str,
+    prior_name: str,
+    task: str,
+    sampler: str,
+    sigma_y: float,
+    steps: int,
+    quick_steps: int,
+    preset: str | None = None,
+    pd: float | None = None,
+    size: int = 256,
+) -> None:
     """The whole example: images, prior (or the fallback), restore each, print scores, save figure + PNG."""
     args = parse_args(description, dataset, steps, quick_steps, size)
     torch.manual_seed(args.seed)
@@ -104,8 +132,10 @@ def run(description: str, dataset: str, prior_name: str, task: str, sampler: str
     out = args.out / Path(sys.argv[0]).stem
     for name, x in load_images(args.images, dataset, args.limit, args.size):
         y, res, scores = restore(x, task, sampler, prior, sigma_y, args.seed, **kwargs)
-        print(f"{name}: {task} sigma_y={sigma_y} {sampler} ({used}): PSNR {scores['psnr']:.2f} dB, "
-              f"HaarPSI {scores['haarpsi']:.3f}, {res.nfe} NFE, {res.seconds:.1f} s")
+        print(
+            f"{name}: {task} sigma_y={sigma_y} {sampler} ({used}): PSNR {scores['psnr']:.2f} dB, "
+            f"HaarPSI {scores['haarpsi']:.3f}, {res.nfe} NFE, {res.seconds:.1f} s"
+        )
         zio.write_image(out / f"{name}.png", res.x)
         panels = [(f"measurement {task}", y[0]), (f"{sampler} ({used})", res.x[0]), ("ground truth", x[0])]
         zio.atomic_write(out / f"{name}_grid.png", zio.grid_image(panels, tuple(x.shape[-2:])))

@@ -9,5 +9,14 @@ CM4IR runs 4 steps by default; with a diffusion (MMSE) prior its consistency cal
 from _common import run
 
 if __name__ == "__main__":
-    run(__doc__, dataset="ffhq256", prior_name="ffhq", task="inpaint-box", sampler="cm4ir", sigma_y=0.025, steps=4,
-        quick_steps=4, pd=0.0)
+    run(
+        __doc__,
+        dataset="ffhq256",
+        prior_name="ffhq",
+        task="inpaint-box",
+        sampler="cm4ir",
+        sigma_y=0.025,
+        steps=4,
+        quick_steps=4,
+        pd=0.0,
+    )

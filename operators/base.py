@@ -92,7 +92,7 @@ class LinearOperator(nn.Module):
     cg_max_iter: int = 1000
 
     # ----- the map itself -------------------------------------------------------------------------------------
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802 (maths name)
+    def A(self, x: Tensor) -> Tensor:
         """Apply the operator: ``y = A x``."""
         raise NotImplementedError
 
@@ -122,7 +122,7 @@ class LinearOperator(nn.Module):
         self.x_shape(tuple(y.shape))
 
     # ----- generic fallbacks ----------------------------------------------------------------------------------
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         """Adjoint ``A^T y`` (generic: vector-Jacobian product by autograd)."""
         x_shape = self.x_shape(tuple(y.shape))
         with torch.enable_grad():
@@ -130,7 +130,7 @@ class LinearOperator(nn.Module):
             (g,) = torch.autograd.grad(self.A(x), x, grad_outputs=y)
         return g
 
-    def AtA(self, x: Tensor) -> Tensor:  # noqa: N802
+    def AtA(self, x: Tensor) -> Tensor:
         """``A^T A x``."""
         return self.At(self.A(x))
 
@@ -187,9 +187,9 @@ class LinearOperator(nn.Module):
     @classmethod
     def from_function(
         cls,
-        A: Callable[[Tensor], Tensor],  # noqa: N803
+        A: Callable[[Tensor], Tensor],
         x_shape: Sequence[int],
-        At: Callable[[Tensor], Tensor] | None = None,  # noqa: N803
+        At: Callable[[Tensor], Tensor] | None = None,
     ) -> FunctionOperator:
         """Bring your own linear ``A``.
 
@@ -220,10 +220,10 @@ class FunctionOperator(LinearOperator):
         with torch.no_grad():
             self._y_shape = tuple(fn(torch.zeros((1, *x_shape), dtype=torch.float64)).shape[1:])
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         return self.fn(x)
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         return super().At(y) if self.adjoint is None else self.adjoint(y)
 
     def y_shape(self, x_shape):
@@ -249,12 +249,12 @@ class Compose(LinearOperator):
             raise ValueError("Compose: expected at least one operator")
         self.ops = nn.ModuleList(ops)
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         for op in self.ops:
             x = op.A(x)
         return x
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         for op in reversed(self.ops):
             y = op.At(y)
         return y
@@ -276,19 +276,19 @@ class SVDOperator(LinearOperator):
     Subclasses implement :meth:`Vt`, :meth:`V`, :meth:`Ut`, :meth:`U`, :meth:`singulars` and the shape methods.
     """
 
-    def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
+    def Vt(self, x: Tensor) -> Tensor:
         """Spectral coefficients of an image (same shape as x)."""
         raise NotImplementedError
 
-    def V(self, c: Tensor) -> Tensor:  # noqa: N802
+    def V(self, c: Tensor) -> Tensor:
         """Image from spectral coefficients (inverse of :meth:`Vt`)."""
         raise NotImplementedError
 
-    def Ut(self, y: Tensor) -> Tensor:  # noqa: N802
+    def Ut(self, y: Tensor) -> Tensor:
         """Measurement -> spectral layout (shape of x, zeros where ``s == 0``)."""
         raise NotImplementedError
 
-    def U(self, c: Tensor) -> Tensor:  # noqa: N802
+    def U(self, c: Tensor) -> Tensor:
         """Spectral layout -> measurement (entries where ``s == 0`` are ignored)."""
         raise NotImplementedError
 
@@ -299,12 +299,12 @@ class SVDOperator(LinearOperator):
     def _s_like(self, c: Tensor) -> Tensor:
         return self.singulars(tuple(c.shape), device=c.device, dtype=c.dtype)
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         self.check_x(x)
         c = self.Vt(x)
         return self.U(self._s_like(c) * c)
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         c = self.Ut(y)
         return self.V(self._s_like(c) * c)
 

@@ -51,26 +51,26 @@ class Colorization(SVDOperator):
         self.y_shape(x_shape)
         return torch.tensor([1 / math.sqrt(3), 0.0, 0.0], device=device, dtype=dtype).reshape(1, 3, 1, 1)
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         self.check_x(x)
         return x.mean(1, keepdim=True)
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         self.check_y(y)
         return (y / 3).expand(-1, 3, -1, -1).contiguous()
 
-    def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
+    def Vt(self, x: Tensor) -> Tensor:
         self.check_x(x)
         return torch.einsum("ck,bchw->bkhw", self.basis.to(device=x.device, dtype=x.dtype), x)
 
-    def V(self, c: Tensor) -> Tensor:  # noqa: N802
+    def V(self, c: Tensor) -> Tensor:
         self.check_x(c, "c")
         return torch.einsum("ck,bkhw->bchw", self.basis.to(device=c.device, dtype=c.dtype), c)
 
-    def Ut(self, y: Tensor) -> Tensor:  # noqa: N802
+    def Ut(self, y: Tensor) -> Tensor:
         self.check_y(y)
         return F.pad(y, (0, 0, 0, 0, 0, 2))
 
-    def U(self, c: Tensor) -> Tensor:  # noqa: N802
+    def U(self, c: Tensor) -> Tensor:
         self.check_x(c, "c")
         return c[:, :1]

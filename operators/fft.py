@@ -67,7 +67,7 @@ class CircularBlur(LinearOperator):
     def x_shape(self, y_shape):
         return self._check_shape(y_shape, "y")
 
-    def spectrum(self, H: int, W: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:  # noqa: N803
+    def spectrum(self, H: int, W: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
         """``K = FFT2(k)`` on an ``H x W`` grid, complex ``(H, W)`` (complex128 for float64, else complex64).
 
         Coefficients with ``|K| <= zero_threshold * max|K|`` are set to exactly 0 (the operator used everywhere).
@@ -93,11 +93,11 @@ class CircularBlur(LinearOperator):
     def _filter(self, t: Tensor, response: Tensor) -> Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(t) * response, s=t.shape[-2:])
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         self.check_x(x)
         return self._filter(x, self._half(x))
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         self.check_y(y)
         return self._filter(y, self._half(y).conj())
 

@@ -69,24 +69,24 @@ class Inpainting(SVDOperator):
         self.y_shape(x_shape)
         return self.mask.to(device=device, dtype=dtype)
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         self.check_x(x)
         return x * self._mask_like(x)
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         self.check_y(y)
         return y * self._mask_like(y)
 
-    def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
+    def Vt(self, x: Tensor) -> Tensor:
         return x
 
-    def V(self, c: Tensor) -> Tensor:  # noqa: N802
+    def V(self, c: Tensor) -> Tensor:
         return c
 
-    def Ut(self, y: Tensor) -> Tensor:  # noqa: N802
+    def Ut(self, y: Tensor) -> Tensor:
         return self.At(y)
 
-    def U(self, c: Tensor) -> Tensor:  # noqa: N802
+    def U(self, c: Tensor) -> Tensor:
         return self.A(c)
 
     def extra_repr(self) -> str:

@@ -50,9 +50,9 @@ def gaussian_kernel_2d(size: int, std: float, *, dtype: torch.dtype = torch.floa
 def keys_cubic(x: Tensor, a: float = -0.5) -> Tensor:
     r"""Keys' cubic convolution kernel ``W(x)`` with parameter ``a`` (``a = -0.5``: the usual "bicubic")::
 
-        W(x) = (a+2)|x|^3 - (a+3)|x|^2 + 1          for |x| <= 1
-             = a|x|^3 - 5a|x|^2 + 8a|x| - 4a          for 1 < |x| < 2
-             = 0                                      otherwise
+    W(x) = (a+2)|x|^3 - (a+3)|x|^2 + 1          for |x| <= 1
+         = a|x|^3 - 5a|x|^2 + 8a|x| - 4a          for 1 < |x| < 2
+         = 0                                      otherwise
     """
     t = x.abs()
     inner = (a + 2) * t**3 - (a + 3) * t**2 + 1

@@ -59,20 +59,20 @@ class MatrixOperator(SVDOperator):
             raise ValueError(f"y: expected shape (B, {self.m}, 1, 1), got {tuple(y_shape)}")
         return (y_shape[0], *self._xs)
 
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         self.check_x(x)
         return (x.flatten(1) @ self._cast("matrix", x).T).reshape(x.shape[0], self.m, 1, 1)
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         return (y.flatten(1) @ self._cast("matrix", y)).reshape(y.shape[0], *self._xs)
 
-    def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
+    def Vt(self, x: Tensor) -> Tensor:
         return (x.flatten(1) @ self._cast("v", x)).reshape(x.shape)
 
-    def V(self, c: Tensor) -> Tensor:  # noqa: N802
+    def V(self, c: Tensor) -> Tensor:
         return (c.flatten(1) @ self._cast("v", c).T).reshape(c.shape)
 
-    def Ut(self, y: Tensor) -> Tensor:  # noqa: N802
+    def Ut(self, y: Tensor) -> Tensor:
         coef = y.flatten(1) @ self._cast("u", y)  # (B, m)
         d = self.s.numel()
         out = torch.zeros(y.shape[0], d, device=y.device, dtype=y.dtype)
@@ -80,7 +80,7 @@ class MatrixOperator(SVDOperator):
         out[:, :k] = coef[:, :k]
         return out.reshape(y.shape[0], *self._xs)
 
-    def U(self, c: Tensor) -> Tensor:  # noqa: N802
+    def U(self, c: Tensor) -> Tensor:
         k = min(self.m, self.s.numel())
         coef = torch.zeros(c.shape[0], self.m, device=c.device, dtype=c.dtype)
         coef[:, :k] = c.flatten(1)[:, :k]

@@ -124,14 +124,14 @@ class SeparableSVD(SVDOperator):
         return self._spectrum(h, w, device, dtype)[0]
 
     # ----- the map and its SVD --------------------------------------------------------------------------------
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor) -> Tensor:
         self.check_x(x)
         h, w = x.shape[-2:]
         if self._spectrum(h, w, x.device, x.dtype)[1]:  # some singular values were cut: A = U diag(s) V^T
             return super().A(x)
         return self._factors(h, 0, x)[0] @ x @ self._factors(w, 1, x)[0].mT
 
-    def At(self, y: Tensor) -> Tensor:  # noqa: N802
+    def At(self, y: Tensor) -> Tensor:
         _, _, h, w = self.x_shape(tuple(y.shape))
         if self._spectrum(h, w, y.device, y.dtype)[1]:
             return super().At(y)
@@ -158,19 +158,19 @@ class SeparableSVD(SVDOperator):
         g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
         return z + self.pinv(y - self.A(z), 1.0 / g)
 
-    def Vt(self, x: Tensor) -> Tensor:  # noqa: N802
+    def Vt(self, x: Tensor) -> Tensor:
         self.check_x(x)
         v_h = self._factors(x.shape[-2], 0, x)[3]
         v_w = self._factors(x.shape[-1], 1, x)[3]
         return v_h.mT @ x @ v_w
 
-    def V(self, c: Tensor) -> Tensor:  # noqa: N802
+    def V(self, c: Tensor) -> Tensor:
         self.check_x(c, "c")
         v_h = self._factors(c.shape[-2], 0, c)[3]
         v_w = self._factors(c.shape[-1], 1, c)[3]
         return v_h @ c @ v_w.mT
 
-    def Ut(self, y: Tensor) -> Tensor:  # noqa: N802
+    def Ut(self, y: Tensor) -> Tensor:
         _, _, h, w = self.x_shape(tuple(y.shape))
         u_h = self._factors(h, 0, y)[1]
         u_w = self._factors(w, 1, y)[1]
@@ -178,7 +178,7 @@ class SeparableSVD(SVDOperator):
         s, cut = self._spectrum(h, w, y.device, y.dtype)
         return c * (s > 0) if cut else c
 
-    def U(self, c: Tensor) -> Tensor:  # noqa: N802
+    def U(self, c: Tensor) -> Tensor:
         _, _, m_h, m_w = self.y_shape(tuple(c.shape))
         u_h = self._factors(c.shape[-2], 0, c)[1]
         u_w = self._factors(c.shape[-1], 1, c)[1]

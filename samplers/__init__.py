@@ -7,6 +7,17 @@ from zsir.samplers import cm4ir, ddnm, ddrm, diffpir, dps, pnp, rdmd
 from zsir.samplers.base import SAMPLERS, DiffusionSampler, Preset, Sampler, randn, register_sampler
 
 __all__ = [
-    "SAMPLERS", "DiffusionSampler", "Preset", "Sampler", "randn", "register_sampler",
-    "cm4ir", "ddnm", "ddrm", "diffpir", "dps", "pnp", "rdmd",
+    "SAMPLERS",
+    "DiffusionSampler",
+    "Preset",
+    "Sampler",
+    "randn",
+    "register_sampler",
+    "cm4ir",
+    "ddnm",
+    "ddrm",
+    "diffpir",
+    "dps",
+    "pnp",
+    "rdmd",
 ]

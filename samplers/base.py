@@ -92,8 +92,7 @@ class Sampler:
         unknown = sorted(set(hyperparameters) - set(self.hyperparameters))
         if unknown:
             raise ValueError(
-                f"{type(self).__name__}: unknown hyperparameter(s) {unknown}; "
-                f"known: {sorted(self.hyperparameters)}"
+                f"{type(self).__name__}: unknown hyperparameter(s) {unknown}; known: {sorted(self.hyperparameters)}"
             )
         self.prior = prior
         self.steps = int(steps) if steps is not None else self.default_steps
@@ -113,9 +112,7 @@ class Sampler:
     @classmethod
     def preset(cls, name: str) -> Preset:
         if name not in cls.presets:
-            raise ValueError(
-                f"preset: unknown preset {name!r} for sampler {cls.name!r}; known: {sorted(cls.presets)}"
-            )
+            raise ValueError(f"preset: unknown preset {name!r} for sampler {cls.name!r}; known: {sorted(cls.presets)}")
         return cls.presets[name]
 
     # ----- running --------------------------------------------------------------------------------------------

@@ -197,8 +197,7 @@ class CM4IR(Sampler):
         deltas = [float(d) for d in deltas]
         if len(deltas) != self.steps:
             raise ValueError(
-                f"deltas: expected {self.steps} values (one per step, steps={self.steps}), got {len(deltas)}: "
-                f"{deltas}"
+                f"deltas: expected {self.steps} values (one per step, steps={self.steps}), got {len(deltas)}: {deltas}"
             )
         if min(deltas) <= -1.0:
             raise ValueError(f"deltas: expected values > -1 (the level is (1 + delta) tau), got {deltas}")

@@ -82,10 +82,14 @@ class DPS(DiffusionSampler):
     needs_grad = True
     hyperparameters = {"zeta": 0.5, "eta": 1.0}
     presets = {
-        "sr4": Preset("DPS official configs/super_resolution_config.yaml (FFHQ SR x4): 1000 steps, scale 0.3",
-                      {"steps": 1000, "zeta": 0.3}),
-        "deblur": Preset("DPS official configs/{gaussian,motion}_deblur_config.yaml (FFHQ): 1000 steps, scale 0.3",
-                         {"steps": 1000, "zeta": 0.3}),
+        "sr4": Preset(
+            "DPS official configs/super_resolution_config.yaml (FFHQ SR x4): 1000 steps, scale 0.3",
+            {"steps": 1000, "zeta": 0.3},
+        ),
+        "deblur": Preset(
+            "DPS official configs/{gaussian,motion}_deblur_config.yaml (FFHQ): 1000 steps, scale 0.3",
+            {"steps": 1000, "zeta": 0.3},
+        ),
         "inpaint": Preset(
             "DPS official configs/inpainting_config.yaml (FFHQ, random 30-70% masks): 1000 steps, scale 0.5",
             {"steps": 1000, "zeta": 0.5},

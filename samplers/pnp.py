@@ -44,8 +44,12 @@ _RHO_FLOOR = 0.255 / 255.0  # DPIR: sigma = max(0.255/255, noise_level_model), [
 
 
 def pnp_schedule(
-    num_iters: int, sigma_y: float, lambda_: float = 0.23, sigma_start: float = 49.0 / 255.0,
-    sigma_end_min: float = 0.6 / 255.0, end_scale: float = 1.0,
+    num_iters: int,
+    sigma_y: float,
+    lambda_: float = 0.23,
+    sigma_start: float = 49.0 / 255.0,
+    sigma_end_min: float = 0.6 / 255.0,
+    end_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(sigma_k, rho_k)`` of DPIR's ``get_rho_sigma`` (``w = 1``), all stds in **[0, 1] image units**.
 
@@ -97,8 +101,14 @@ class PnP(Sampler):
 
     def _schedule(self, sigma_img: float) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
-        return pnp_schedule(self.steps, sigma_img, float(p["lambda_"]), float(p["sigma_start"]),
-                            float(p["sigma_end_min"]), float(p["end_scale"]))
+        return pnp_schedule(
+            self.steps,
+            sigma_img,
+            float(p["lambda_"]),
+            float(p["sigma_start"]),
+            float(p["sigma_end_min"]),
+            float(p["end_scale"]),
+        )
 
     def total_nfe(self) -> int:
         """One denoiser call per iteration: ``K`` (fewer under start truncation)."""

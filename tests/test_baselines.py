@@ -58,8 +58,10 @@ def _svd_operators():
         "bicubic_sr": (operators.BicubicSR(2), 1),
         "separable_blur": (operators.SeparableBlur(operators.gaussian_kernel(5, 1.0)), 1),
         "colorization": (operators.Colorization(), 3),
-        "matrix": (operators.MatrixOperator(torch.randn(100, 256, generator=g, dtype=torch.float64) / 16,
-                                            (1, 16, 16)), 1),
+        "matrix": (
+            operators.MatrixOperator(torch.randn(100, 256, generator=g, dtype=torch.float64) / 16, (1, 16, 16)),
+            1,
+        ),
     }
 
 
@@ -271,8 +273,10 @@ GAUSSIAN_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "steps", "params", "kind", "tol"),
-                         [(n, st, p, k, t) for n, st, p, tols in GAUSSIAN_CASES for k, t in tols.items()])
+@pytest.mark.parametrize(
+    ("name", "steps", "params", "kind", "tol"),
+    [(n, st, p, k, t) for n, st, p, tols in GAUSSIAN_CASES for k, t in tols.items()],
+)
 def test_mean_of_samples_approaches_exact_posterior_mean(name, steps, params, kind, tol):
     pb = gaussian_problem(kind, sigma_y=0.1, size=16, seed=0)
     K = 64
@@ -289,8 +293,9 @@ def test_pnp_is_close_to_exact_posterior_mean():
         assert relative_error(out, pb.post_mean) < 0.25
 
 
-@pytest.mark.parametrize(("name", "steps", "params"), [("diffpir", 20, {}), ("ddnm+", 20, {}), ("dps", 50, {}),
-                                                        ("pnp", 8, {})])
+@pytest.mark.parametrize(
+    ("name", "steps", "params"), [("diffpir", 20, {}), ("ddnm+", 20, {}), ("dps", 50, {}), ("pnp", 8, {})]
+)
 def test_distortion_grows_with_pd(name, steps, params):
     """Mean squared distance of single samples to the exact posterior mean, for pd = 0, 0.5, 1 (see each
     sampler's docstring for why its knob moves in this direction); measured gaps are 2x or more except PnP (8%)."""

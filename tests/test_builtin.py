@@ -69,7 +69,10 @@ def test_denoise_benchmark_quick(tmp_path):
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--threads", "1", "--json", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["method"]: r for r in json.loads(out.read_text())}
@@ -83,15 +86,34 @@ def test_restoration_benchmark_quick(tmp_path):
         pytest.skip(f"{bench} is not part of this checkout")
     out = tmp_path / "rows.json"
     proc = subprocess.run(
-        [sys.executable, str(bench), "--quick", "--threads", "1", "--samplers", "rdmd", "cm4ir", "--pd", "0", "1",
-         "--json", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(bench),
+            "--quick",
+            "--threads",
+            "1",
+            "--samplers",
+            "rdmd",
+            "cm4ir",
+            "--pd",
+            "0",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     samplers = {f"{s} pd={pd}" for s in ("rdmd", "cm4ir") for pd in (0, 1)}
     assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("sr4", "random80") for m in samplers} | {
-        ("sr4", "bicubic"), ("sr4", "pinv"), ("random80", "pinv")}
+        ("sr4", "bicubic"),
+        ("sr4", "pinv"),
+        ("random80", "pinv"),
+    }
     prior_free = ("random80", "rdmd pd=0")  # noiseless and tau = 0: RDMD has no prior term (it warns)
     for r in rows:
         assert np.isfinite([r["psnr"], r["ssim"], r["haarpsi"]]).all() and r["psnr"] > 3

@@ -39,8 +39,26 @@ def _no_temp_files(folder):
 
 def test_restore_simulate_writes_png_grid_json(tmp_path, astro, capsys):
     out = tmp_path / "out"
-    rc = main(["restore", str(astro), "-o", str(out), "--task", "sr4", "--simulate", "--sampler", "rdmd",
-               "--steps", "3", "--sigma-y", "0.05", "--pd", "0.5", "--no-progress"])
+    rc = main(
+        [
+            "restore",
+            str(astro),
+            "-o",
+            str(out),
+            "--task",
+            "sr4",
+            "--simulate",
+            "--sampler",
+            "rdmd",
+            "--steps",
+            "3",
+            "--sigma-y",
+            "0.05",
+            "--pd",
+            "0.5",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert Image.open(out / "astro.png").size == (64, 64)
     grid = Image.open(out / "astro_grid.png")
@@ -99,8 +117,21 @@ def test_batch_with_bad_inputs_goes_on(tmp_path, astro_array, capsys):
     np.save(src / "inf.npy", np.full((32, 32), np.inf, np.float32))
     Image.fromarray(astro_array[:30, :30]).save(src / "odd.png")  # 30 is not divisible by 4
     out = tmp_path / "out"
-    rc = main(["restore", str(src), str(tmp_path / "missing.png"), "-o", str(out), "--task", "sr4", "--simulate",
-               "--batch-size", "3", *FAST])
+    rc = main(
+        [
+            "restore",
+            str(src),
+            str(tmp_path / "missing.png"),
+            "-o",
+            str(out),
+            "--task",
+            "sr4",
+            "--simulate",
+            "--batch-size",
+            "3",
+            *FAST,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert "4 of 8 input(s) failed" in err
@@ -125,8 +156,19 @@ def test_interrupted_batch_leaves_complete_outputs_only(tmp_path, astro_array, m
 
     monkeypatch.setattr(zsir, "solve", solve_then_interrupt)
     out = tmp_path / "out"
-    rc = main(["restore", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out), "--task", "denoise",
-               "--simulate", *FAST])
+    rc = main(
+        [
+            "restore",
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.png"),
+            "-o",
+            str(out),
+            "--task",
+            "denoise",
+            "--simulate",
+            *FAST,
+        ]
+    )
     assert rc == 130 and "--resume" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "a_grid.png"]
 
@@ -175,8 +217,9 @@ def test_kernel_and_mask_files_of_wrong_shape(tmp_path, astro, capsys):
     mask = np.ones((16, 16), np.uint8) * 255
     mask[4:8, 4:8] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    rc = main(["restore", str(astro), "-o", str(tmp_path / "o"), "--task", f"inpaint-mask:{tmp_path / 'mask.png'}",
-               *FAST])
+    rc = main(
+        ["restore", str(astro), "-o", str(tmp_path / "o"), "--task", f"inpaint-mask:{tmp_path / 'mask.png'}", *FAST]
+    )
     assert rc == 1 and "does not match the image size" in capsys.readouterr().err
 
 
@@ -185,8 +228,7 @@ def test_measured_inpainting_with_mask_file(tmp_path, astro):
     mask[20:40, 20:40] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
     out = tmp_path / "out"
-    assert main(["restore", str(astro), "-o", str(out), "--task", f"inpaint-mask:{tmp_path / 'mask.png'}",
-                 *FAST]) == 0
+    assert main(["restore", str(astro), "-o", str(out), "--task", f"inpaint-mask:{tmp_path / 'mask.png'}", *FAST]) == 0
     restored = zsir.io.read_image(out / "astro.png")
     original = zsir.io.read_image(astro)
     observed = (original - restored).abs()[..., :20, :].mean()
@@ -199,8 +241,24 @@ def test_bench_writes_markdown_and_csv(tmp_path, astro_array, capsys):
     for i in range(2):
         Image.fromarray(astro_array[i * 8 : i * 8 + 34, :34]).save(data / f"{i}.png")  # cropped to 32x32
     out = tmp_path / "bench"
-    rc = main(["bench", "--dataset", str(data), "--tasks", "sr4,denoise", "--samplers", "ddrm", "--limit", "1",
-               "--steps", "2", "-o", str(out), "--no-progress"])
+    rc = main(
+        [
+            "bench",
+            "--dataset",
+            str(data),
+            "--tasks",
+            "sr4,denoise",
+            "--samplers",
+            "ddrm",
+            "--limit",
+            "1",
+            "--steps",
+            "2",
+            "-o",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     md = (out / "bench.md").read_text()
     assert "| task | sampler | images | PSNR | SSIM | LPIPS | HaarPSI | MDSI | NFE | s/image |" in md
@@ -221,10 +279,17 @@ def test_priors_lists_names(capsys):
 
 def test_python_m_zsir_subprocess(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "zsir", "restore", "x.png", "-o", "o", "--task", "sr4x"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zsir", "restore", "x.png", "-o", "o", "--task", "sr4x"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("zsir: error: unknown task 'sr4x'") and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "zsir", "--version"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zsir", "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and zsir.__version__ in proc.stdout

@@ -27,8 +27,14 @@ def test_example_quick(tmp_path, script, folders):
     if not EXAMPLES.is_dir():
         pytest.skip(f"{EXAMPLES} is absent (examples live in the source tree)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no download attempts: the real prior or the built-in fallback
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "PSNR" in proc.stdout
     for folder in folders:

@@ -18,8 +18,16 @@ from zsir.models.train import load_checkpoint, main, sample_sigma, training_loss
 
 #: A reduced model with the full official key layout (4 levels, refinement, all DRL blocks; blind, BGR).
 SMALL_OFFICIAL = NDRConfig.preset(
-    "official", dim=8, num_blocks=(1, 1, 1, 1), heads=(1, 1, 2, 2), num_refinement_blocks=1, ndr_entries=4,
-    ndr_dim=8, dq_dim=8, cp_rank=4, degrad_dim=8,
+    "official",
+    dim=8,
+    num_blocks=(1, 1, 1, 1),
+    heads=(1, 1, 2, 2),
+    num_refinement_blocks=1,
+    ndr_entries=4,
+    ndr_dim=8,
+    dq_dim=8,
+    cp_rank=4,
+    degrad_dim=8,
 )
 
 
@@ -247,8 +255,26 @@ def test_short_training_decreases_loss_checkpoints_resumes_and_exports(tmp_path)
             return float(training_loss(model, clean, sigma, noise)[0])
 
     before = fixed_loss(_tiny())
-    common = ["--run", str(run), "--config", "tiny", "--data", str(folder), f"{tar_path}:train@0.5",
-              "--patch", "16", "--batch", "4", "--lr", "3e-3", "--warmup", "1", "--minutes", "5", "--no-progress"]
+    common = [
+        "--run",
+        str(run),
+        "--config",
+        "tiny",
+        "--data",
+        str(folder),
+        f"{tar_path}:train@0.5",
+        "--patch",
+        "16",
+        "--batch",
+        "4",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "1",
+        "--minutes",
+        "5",
+        "--no-progress",
+    ]
     assert main([*common, "--max-steps", "12"]) == 0
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["step"] == 12 and "optimizer" in ckpt

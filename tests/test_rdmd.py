@@ -69,8 +69,10 @@ def test_one_update_identity_operator():
 def test_tau_zero_ignores_stochastic_branch():
     op, prior = _op(), Recorder()
     y = _y(op)
-    outs = [RDMD(prior, steps=8, progress=False, tau=0.0)(y, op, _sig(0.1), torch.Generator().manual_seed(s))
-            for s in (0, 1)]
+    outs = [
+        RDMD(prior, steps=8, progress=False, tau=0.0)(y, op, _sig(0.1), torch.Generator().manual_seed(s))
+        for s in (0, 1)
+    ]
     torch.testing.assert_close(outs[0], outs[1])  # the diffusion chain's randomness never reaches z
     assert len(prior.calls) == 2 * 7  # only deterministic calls, 7 per run
 

@@ -89,8 +89,6 @@ def test_rdmd_weights_tau_extremes():
     assert mu == 0.0 and rho == pytest.approx(20 * 0.5 * 1e-6 / 0.25)
 
 
-
-
 @pytest.mark.parametrize("key", sorted(CM4IR_TAUS))
 def test_cm4ir_taus(key):
     assert np.round(cm4ir_taus(*key), 4).tolist() == list(CM4IR_TAUS[key])

@@ -63,8 +63,9 @@ class GMMProblem:
 
     def timesteps(self, steps: int) -> list[int]:
         """The MCGdiff operator-adapted grid of ``steps`` timesteps (noisiest first) of ``prior.alphas_cumprod``."""
-        return mcgdiff_timesteps(self.prior.alphas_cumprod.numpy(), self.singular_values.numpy(),
-                                 float(self.sigma_y), steps)
+        return mcgdiff_timesteps(
+            self.prior.alphas_cumprod.numpy(), self.singular_values.numpy(), float(self.sigma_y), steps
+        )
 
 
 def mcgdiff_means(d_x: int, dtype: torch.dtype = torch.float64) -> Tensor:

@@ -39,7 +39,13 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "SUPPORTED_SUFFIXES", "read_image", "write_image", "image_bytes", "atomic_write", "write_text", "to_channels",
+    "SUPPORTED_SUFFIXES",
+    "read_image",
+    "write_image",
+    "image_bytes",
+    "atomic_write",
+    "write_text",
+    "to_channels",
     "grid_image",
 ]
 
@@ -227,8 +233,10 @@ def _read_npy(path: Path) -> np.ndarray:
     elif arr.ndim == 3 and shape[-1] not in (1, 3) and arr.shape[0] in (1, 3):
         arr = np.moveaxis(arr, 0, -1)
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3) or min(arr.shape) < 1:
-        raise ValueError(f"{path}: expected an array of shape (H, W), (H, W, C), (C, H, W) or (1, C, H, W) with C "
-                         f"in {{1, 3}}, got {shape}")
+        raise ValueError(
+            f"{path}: expected an array of shape (H, W), (H, W, C), (C, H, W) or (1, C, H, W) with C "
+            f"in {{1, 3}}, got {shape}"
+        )
     if arr.dtype == np.uint8:
         return arr.astype(np.float64) / 255.0
     if arr.dtype == np.uint16:
@@ -283,8 +291,12 @@ def _encode_png16(arr: np.ndarray) -> bytes:
     rows = np.ascontiguousarray(arr.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 0 if c == 1 else 2, 0, 0, 0)
-    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw, 6))
-            + _png_chunk(b"IEND", b""))
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def image_bytes(x: Tensor, suffix: str = ".png", bit_depth: int = 8) -> bytes:

@@ -114,8 +114,9 @@ def solve(
         raise TypeError(f"operator: expected a zsir.operators.LinearOperator, got {type(operator).__name__}")
     x_shape = operator.x_shape(tuple(y.shape))
     B = y.shape[0]
-    sigma = units.as_sigma(0.0 if sigma_y is None else sigma_y, B, device=y.device, dtype=y.dtype,
-                           name="sigma_y", low=0.0, high=1.0)
+    sigma = units.as_sigma(
+        0.0 if sigma_y is None else sigma_y, B, device=y.device, dtype=y.dtype, name="sigma_y", low=0.0, high=1.0
+    )
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
 

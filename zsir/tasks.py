@@ -167,8 +167,9 @@ def parse_task(spec: str) -> Task:
             return Task(spec, "deblur", path=path, kernel=load_kernel(path))
         mask = ops.mask_from_image(path)
         if mask.dim() == 3 and mask.shape[0] not in (1, 3):
-            raise ValueError(f"mask file {path}: expected shape (H, W) or (C, H, W) with C in {{1, 3}}, got "
-                             f"{tuple(mask.shape)}")
+            raise ValueError(
+                f"mask file {path}: expected shape (H, W) or (C, H, W) with C in {{1, 3}}, got {tuple(mask.shape)}"
+            )
         if bool(mask.all()):
             raise ValueError(f"mask file {path}: no pixel is missing (white / non-zero = observed)")
         return Task(spec, "inpaint", path=path, mask=mask)

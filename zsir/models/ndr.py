@@ -140,13 +140,31 @@ class NDRConfig:
         presets = {
             "official": {},
             "lite": dict(
-                dim=16, num_blocks=(1, 1, 1), heads=(1, 2, 4), num_refinement_blocks=0, ndr_entries=16,
-                ndr_dim=64, dq_dim=32, cp_rank=8, degrad_dim=16, residual=True, noise_map=True,
+                dim=16,
+                num_blocks=(1, 1, 1),
+                heads=(1, 2, 4),
+                num_refinement_blocks=0,
+                ndr_entries=16,
+                ndr_dim=64,
+                dq_dim=32,
+                cp_rank=8,
+                degrad_dim=16,
+                residual=True,
+                noise_map=True,
             ),
         }
         presets["tiny"] = dict(  # for tests and smoke runs only
-            dim=8, num_blocks=(1, 1), heads=(1, 1), num_refinement_blocks=0, ndr_entries=4, ndr_dim=8, dq_dim=8,
-            cp_rank=2, degrad_dim=8, residual=True, noise_map=True,
+            dim=8,
+            num_blocks=(1, 1),
+            heads=(1, 1),
+            num_refinement_blocks=0,
+            ndr_entries=4,
+            ndr_dim=8,
+            dq_dim=8,
+            cp_rank=2,
+            degrad_dim=8,
+            residual=True,
+            noise_map=True,
         )
         presets["lite-plain"] = dict(presets["lite"], use_ndr=False, use_dq=False, use_di=False, use_degrad=False)
         if name not in presets:
@@ -172,7 +190,7 @@ class NDRConfig:
 # Restormer blocks
 # ----------------------------------------------------------------------------------------------------------------
 class LayerNorm2d(nn.Module):
-    """"WithBias" LayerNorm over channels at every pixel (parameters under ``body.`` as in the official code)."""
+    """ "WithBias" LayerNorm over channels at every pixel (parameters under ``body.`` as in the official code)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

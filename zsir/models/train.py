@@ -85,7 +85,6 @@ def training_loss(
     return loss, parts
 
 
-
 def _parse_source(spec: str) -> tuple[str, str | None, float]:
     """``path[:split][@weight]`` -> (path, split, weight)."""
     weight = 1.0
@@ -106,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder for checkpoints and the log (outside the package)")
     p.add_argument("--data", nargs="+", default=[], help="image folders / tar files: PATH[:SPLIT][@WEIGHT]")
     p.add_argument("--config", default="lite", help="NDR preset: lite, lite-plain, official")
-    p.add_argument("--ablation", choices=["ndr", "plain"], default=None,
-                   help="plain: switch NDR, DQ, DI and Degrad off in the chosen preset")
+    p.add_argument(
+        "--ablation",
+        choices=["ndr", "plain"],
+        default=None,
+        help="plain: switch NDR, DQ, DI and Degrad off in the chosen preset",
+    )
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget of the whole run (incl. resumed)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (in total)")
     p.add_argument("--patch", type=int, default=64)
@@ -125,9 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--resume", action="store_true", help="continue from <run>/last.pt")
-    p.add_argument("--init", default=None,
-                   help="start from exported weights instead of random ones (fine-tuning): a shipped name such as "
-                        "'builtin' or an export PREFIX; the architecture is theirs (--config/--ablation are ignored)")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from exported weights instead of random ones (fine-tuning): a shipped name such as "
+        "'builtin' or an export PREFIX; the architecture is theirs (--config/--ablation are ignored)",
+    )
     p.add_argument("--export", default=None, help="write PREFIX.safetensors + PREFIX.json after training")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -136,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _save(path: Path, model, opt, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": model.config.to_dict(),
-                **state}, tmp)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": model.config.to_dict(), **state}, tmp
+    )
     tmp.replace(path)
 
 
@@ -162,8 +169,11 @@ def train(args: argparse.Namespace) -> NDRRestore:
     elif args.init:
         model = load_shipped(args.init).requires_grad_(True)
         base = model.train_info
-        state["init"] = {"weights": args.init, "steps": int(base.get("steps", 0)),
-                         "seconds": float(base.get("seconds", 0.0))}
+        state["init"] = {
+            "weights": args.init,
+            "steps": int(base.get("steps", 0)),
+            "seconds": float(base.get("seconds", 0.0)),
+        }
     else:
         model = NDRRestore(args.config, **overrides)
     if not model.config.noise_map:
@@ -182,8 +192,17 @@ def train(args: argparse.Namespace) -> NDRRestore:
     sampler = PatchSampler(sources, args.patch, args.batch, weights=[w for *_, w in specs], generator=gen)
     budget = args.minutes * 60.0
     log = open(run / "log.txt", "a")
-    log.write(json.dumps({"start": time.strftime("%F %T"), "args": vars(args), "config": model.config.to_dict(),
-                          "images": [len(s) for s in sources]}) + "\n")
+    log.write(
+        json.dumps(
+            {
+                "start": time.strftime("%F %T"),
+                "args": vars(args),
+                "config": model.config.to_dict(),
+                "images": [len(s) for s in sources],
+            }
+        )
+        + "\n"
+    )
     t0, last_ckpt = time.time(), time.time()
     elapsed0 = state["elapsed"]
     bar = tqdm(desc="train", unit="step", initial=state["step"], disable=args.no_progress, dynamic_ncols=True)
@@ -211,8 +230,18 @@ def train(args: argparse.Namespace) -> NDRRestore:
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", lr=f"{lr:.2e}")
         if state["step"] % 50 == 0:
-            log.write(json.dumps({"step": state["step"], "elapsed": round(elapsed, 1), "loss": round(ema, 5),
-                                  **{k: round(v, 5) for k, v in parts.items()}, "lr": lr}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "step": state["step"],
+                        "elapsed": round(elapsed, 1),
+                        "loss": round(ema, 5),
+                        **{k: round(v, 5) for k, v in parts.items()},
+                        "lr": lr,
+                    }
+                )
+                + "\n"
+            )
             log.flush()
         if time.time() - last_ckpt >= args.ckpt_minutes * 60:
             state["elapsed"] = elapsed0 + time.time() - t0
@@ -223,9 +252,18 @@ def train(args: argparse.Namespace) -> NDRRestore:
     _save(ckpt_path, model, opt, {**state, "gen_state": gen.get_state()})
     log.write(json.dumps({"end": time.strftime("%F %T"), "step": state["step"], "elapsed": state["elapsed"]}) + "\n")
     log.close()
-    model.train_info = {"steps": state["step"], "seconds": round(state["elapsed"], 1), "data": state["data"],
-                        "seed": state["seed"], "patch": args.patch, "batch": args.batch, "lr": args.lr,
-                        "lambda": args.lambda_, "weighting": args.weighting, "p_log": args.p_log}
+    model.train_info = {
+        "steps": state["step"],
+        "seconds": round(state["elapsed"], 1),
+        "data": state["data"],
+        "seed": state["seed"],
+        "patch": args.patch,
+        "batch": args.batch,
+        "lr": args.lr,
+        "lambda": args.lambda_,
+        "weighting": args.weighting,
+        "p_log": args.p_log,
+    }
     if "init" in state:  # fine-tuned: the steps and seconds above come on top of the initial weights' training
         model.train_info["init"] = state["init"]
     if args.export:
@@ -244,10 +282,15 @@ def export(model: NDRRestore, prefix: str | Path, info: dict | None = None) -> t
     st.chmod(0o644)
     cfg = model.config.to_dict()
     cfg["use_degrad"] = False
-    meta = {"arch": "NDRRestore", "config": cfg, "sigma_max": model.config.sigma_max,
-            "units": "[0, 1] images and sigma", "multiple": model.config.multiple,
-            "params": sum(v.numel() for v in weights.values()),
-            "training": info or {}}
+    meta = {
+        "arch": "NDRRestore",
+        "config": cfg,
+        "sigma_max": model.config.sigma_max,
+        "units": "[0, 1] images and sigma",
+        "multiple": model.config.multiple,
+        "params": sum(v.numel() for v in weights.values()),
+        "training": info or {},
+    }
     js.write_text(json.dumps(meta, indent=2) + "\n")
     return st, js
 

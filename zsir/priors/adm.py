@@ -242,8 +242,9 @@ def adm_alphas_cumprod(num_steps: int = 1000, beta_start: float = 1e-4, beta_end
 def _resolve_config(config: str | Mapping[str, Any], qkv_layout: str | None) -> tuple[dict, str, str]:
     if isinstance(config, str):
         if config not in OPENAI_CONFIGS:
-            raise ValueError(f"config: expected one of {sorted(OPENAI_CONFIGS)} or a UNet2DModel config dict, "
-                             f"got {config!r}")
+            raise ValueError(
+                f"config: expected one of {sorted(OPENAI_CONFIGS)} or a UNet2DModel config dict, got {config!r}"
+            )
         cfg, layout = OPENAI_CONFIGS[config]
         return dict(cfg), qkv_layout or layout, config
     if not isinstance(config, Mapping):
@@ -335,4 +336,3 @@ class ADMPrior(DiscreteVPPrior):
             train_size=size,
             name=name or f"adm:{Path(path).stem}",
         )
-

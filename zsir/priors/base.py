@@ -109,9 +109,7 @@ class Prior(nn.Module):
             ``(B, C, H, W)`` estimate of x0.
         """
         if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"x: expected shape (B, {self.channels}, H, W) for this prior, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x: expected shape (B, {self.channels}, H, W) for this prior, got {tuple(x.shape)}")
         s = units.as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype, name="sigma")
         s = s.clamp(self.sigma_min, self.sigma_max)
         self._warn_size(x)

@@ -159,4 +159,3 @@ class ConsistencyPrior(Prior):
         unet = load_openai_unet(local, config, qkv_layout=kwargs.pop("qkv_layout", None))
         name = kwargs.pop("name", None) or f"cm:{local.stem}"
         return cls._from_unet(unet, None, name, class_labels=class_labels, **kwargs)
-

@@ -106,8 +106,10 @@ def load_unet(unet_dir: str | Path, *, dtype: torch.dtype | None = None) -> nn.M
     config = json.loads((unet_dir / "config.json").read_text())
     cls = config.get("_class_name", "UNet2DModel")
     if cls != "UNet2DModel":
-        raise ValueError(f"{str(unet_dir)!r}: expected a UNet2DModel, got {cls} (only unconditional or "
-                         "class-conditional image UNets are supported)")
+        raise ValueError(
+            f"{str(unet_dir)!r}: expected a UNet2DModel, got {cls} (only unconditional or "
+            "class-conditional image UNets are supported)"
+        )
     weights = _first_existing(*(unet_dir / n for n in _WEIGHTS))
     if weights is None:
         raise FileNotFoundError(f"{str(unet_dir)!r} holds no {' or '.join(_WEIGHTS)}")

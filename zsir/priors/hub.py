@@ -74,8 +74,7 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Pat
         raise _hub_error(repo_id, filename, offline, constants.HF_HUB_CACHE, err) from err
     except (EntryNotFoundError, RepositoryNotFoundError) as err:
         raise FileNotFoundError(
-            f"{filename!r} is not in Hub repository {repo_id!r} (or the repository does not exist or is private): "
-            f"{err}"
+            f"{filename!r} is not in Hub repository {repo_id!r} (or the repository does not exist or is private): {err}"
         ) from err
     except OSError as err:  # network and HTTP errors (huggingface_hub's HTTP errors are OSErrors)
         raise _hub_error(repo_id, filename, offline, constants.HF_HUB_CACHE, err) from err

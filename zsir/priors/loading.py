@@ -127,31 +127,73 @@ def _builtin_cached() -> bool:
 
 _FFHQ = ("deepinv/diffunet", "diffusion_ffhq_10m.pt")
 _IMAGENET = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt"
-_add(PriorSpec(
-    "ffhq", "ADM (guided-diffusion) epsilon model, FFHQ 256x256 (DPS/DiffPIR/RDMD ffhq_10m.pt)",
-    f"https://huggingface.co/{_FFHQ[0]} ({_FFHQ[1]})", "375 MB",
-    "unspecified by DPS (code MIT); FFHQ images CC BY-NC-SA 4.0: non-commercial",
-    _adm_hub(*_FFHQ, "ffhq256", "ffhq"), lambda: _hub_cached(*_FFHQ),
-))
-_add(PriorSpec(
-    "imagenet", "ADM (guided-diffusion) unconditional epsilon model, ImageNet 256x256",
-    _IMAGENET, "2.2 GB", "MIT (openai/guided-diffusion); ImageNet terms of access",
-    _adm_url(_IMAGENET, "imagenet256", "imagenet"), _url_cached(_IMAGENET),
-))
+_add(
+    PriorSpec(
+        "ffhq",
+        "ADM (guided-diffusion) epsilon model, FFHQ 256x256 (DPS/DiffPIR/RDMD ffhq_10m.pt)",
+        f"https://huggingface.co/{_FFHQ[0]} ({_FFHQ[1]})",
+        "375 MB",
+        "unspecified by DPS (code MIT); FFHQ images CC BY-NC-SA 4.0: non-commercial",
+        _adm_hub(*_FFHQ, "ffhq256", "ffhq"),
+        lambda: _hub_cached(*_FFHQ),
+    )
+)
+_add(
+    PriorSpec(
+        "imagenet",
+        "ADM (guided-diffusion) unconditional epsilon model, ImageNet 256x256",
+        _IMAGENET,
+        "2.2 GB",
+        "MIT (openai/guided-diffusion); ImageNet terms of access",
+        _adm_url(_IMAGENET, "imagenet256", "imagenet"),
+        _url_cached(_IMAGENET),
+    )
+)
 for _name, _repo, _what, _size, _lic, _cm in (
-    ("celebahq", "google/ddpm-ema-celebahq-256", "DDPM (Ho et al.) EMA epsilon model, CelebA-HQ 256x256", "455 MB",
-     "Apache-2.0", False),
-    ("bedroom-cm", "openai/diffusers-cd_bedroom256_lpips", "consistency model (CD, LPIPS), LSUN bedroom 256x256",
-     "2.1 GB", "MIT", True),
-    ("cat-cm", "openai/diffusers-cd_cat256_lpips", "consistency model (CD, LPIPS), LSUN cat 256x256", "2.1 GB",
-     "MIT", True),
-    ("imagenet64-cm", "openai/diffusers-cd_imagenet64_lpips",
-     "consistency model (CD, LPIPS), ImageNet 64x64, class-conditional (class_labels=)", "1.2 GB", "MIT", True),
+    (
+        "celebahq",
+        "google/ddpm-ema-celebahq-256",
+        "DDPM (Ho et al.) EMA epsilon model, CelebA-HQ 256x256",
+        "455 MB",
+        "Apache-2.0",
+        False,
+    ),
+    (
+        "bedroom-cm",
+        "openai/diffusers-cd_bedroom256_lpips",
+        "consistency model (CD, LPIPS), LSUN bedroom 256x256",
+        "2.1 GB",
+        "MIT",
+        True,
+    ),
+    (
+        "cat-cm",
+        "openai/diffusers-cd_cat256_lpips",
+        "consistency model (CD, LPIPS), LSUN cat 256x256",
+        "2.1 GB",
+        "MIT",
+        True,
+    ),
+    (
+        "imagenet64-cm",
+        "openai/diffusers-cd_imagenet64_lpips",
+        "consistency model (CD, LPIPS), ImageNet 64x64, class-conditional (class_labels=)",
+        "1.2 GB",
+        "MIT",
+        True,
+    ),
 ):
-    _add(PriorSpec(
-        _name, _what, f"https://huggingface.co/{_repo}", _size, _lic, _pipeline(_repo, _name, _cm),
-        lambda r=_repo: _hub_cached(r, *_HUB_WEIGHTS),
-    ))
+    _add(
+        PriorSpec(
+            _name,
+            _what,
+            f"https://huggingface.co/{_repo}",
+            _size,
+            _lic,
+            _pipeline(_repo, _name, _cm),
+            lambda r=_repo: _hub_cached(r, *_HUB_WEIGHTS),
+        )
+    )
 _add(PriorSpec(
     "builtin", "zsir's small built-in prior (trained by zsir; runs on CPU)", "bundled with zsir", "small", "MIT",
     _builtin, _builtin_cached,

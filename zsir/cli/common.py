@@ -1,0 +1,246 @@
+"""Pieces the ``zsir`` subcommands share: usage errors, argument types, the solver options, prior and device
+set-up, simulation of a measurement and scoring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import zsir
+from zsir import io as zio
+from zsir.registry import suggest
+from zsir.tasks import Task, parse_task
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class UsageError(Exception):
+    """A bad command line (exit code 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def note(msg: str) -> None:
+    tqdm.write(f"zsir: note: {msg}", file=sys.stderr)
+
+
+def float_in(lo: float, hi: float, flag: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: expected a number in [{lo:g}, {hi:g}], got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{flag}: expected a number in [{lo:g}, {hi:g}], got {text}")
+        return v
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--param: expected KEY=VALUE (e.g. lambda_=10), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_solver_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if needed)")
+    p.add_argument(
+        "--sigma-y",
+        type=float_in(0, 1, "--sigma-y"),
+        default=0.05,
+        help="measurement noise std in [0, 1] image units (simulated noise; the assumed noise of a "
+        "measured input) (default: 0.05)",
+    )
+    p.add_argument(
+        "--prior",
+        default="builtin",
+        help="builtin, ffhq, imagenet, celebahq, bedroom-cm, cat-cm, imagenet64-cm, a Hub id or a local "
+        "path (default: builtin)",
+    )
+    p.add_argument(
+        "--pd",
+        type=float_in(0, 1, "--pd"),
+        default=None,
+        help="perception-distortion position: 0 faithful ... 1 perceptual (default: 0.5, or the preset's "
+        "own values when --preset is given)",
+    )
+    p.add_argument("--steps", type=positive_int, default=None, help="iterations (default: the sampler's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise, random operators and the sampler")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="precision of the prior network (images and the sampler stay float32)",
+    )
+    p.add_argument(
+        "--param",
+        type=param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sampler hyperparameter (paper symbol), e.g. --param lambda_=10; repeatable",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@dataclass
+class Setup:
+    sampler: str
+    prior: Any
+    prior_name: str
+    device: torch.device
+    params: dict[str, Any]
+
+
+def sampler_class(name: str):
+    from zsir.samplers import SAMPLERS
+
+    try:
+        return SAMPLERS.get(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_params(sampler_cls, params: dict[str, Any], preset: str | None) -> None:
+    for key in params:
+        if key not in sampler_cls.hyperparameters:
+            known = sorted(sampler_cls.hyperparameters)
+            raise UsageError(
+                f"--param: {sampler_cls.name} has no hyperparameter {key!r}; known: {', '.join(known)}."
+                f"{suggest(key, known)}"
+            )
+    if preset is not None:
+        try:
+            sampler_cls.preset(preset)
+        except ValueError as err:
+            raise UsageError(f"--preset: {err}{suggest(preset, list(sampler_cls.presets))}") from None
+
+
+def task_from(spec: str) -> Task:
+    try:
+        return parse_task(spec)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+
+
+def device_from(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def load_prior(name: str, device: torch.device, dtype: str):
+    from zsir.priors import load_prior
+
+    try:
+        return load_prior(name, device=device, dtype=None if dtype == "float32" else DTYPES[dtype])
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--prior: {err}") from None
+
+
+def jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return [jsonable(u) for u in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(u) for k, u in v.items()}
+    if isinstance(v, Tensor) and v.numel() <= 16:
+        return jsonable(v.detach().cpu().tolist())
+    if isinstance(v, Path):
+        return str(v)
+    return repr(v) if len(repr(v)) <= 200 else type(v).__name__
+
+
+def images_in(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, folders expanded to their supported images (sorted, not recursive)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in zio.SUPPORTED_SUFFIXES)
+            if not found:
+                raise UsageError(f"{p}: folder has no images ({', '.join(zio.SUPPORTED_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def solve(
+    y: Tensor,
+    op,
+    setup: Setup,
+    args,
+    steps: int | None,
+    pd: float | None,
+    preset: str | None = None,
+    num_samples: int = 1,
+):
+    return zsir.solve(
+        y.to(setup.device),
+        op,
+        sampler=setup.sampler,
+        prior=setup.prior,
+        sigma_y=args.sigma_y,
+        pd=pd,
+        steps=steps,
+        preset=preset,
+        num_samples=num_samples,
+        generator=args.seed,
+        progress=not args.no_progress,
+        return_result=True,
+        **setup.params,
+    )
+
+
+def simulate(x: Tensor, task: Task, sigma_y: float, seed: int):
+    """Operator and seeded measurement ``y = A x + sigma_y n`` of a clean image batch ``x``."""
+    from zsir.operators import GaussianNoise, degrade
+
+    task.check_size(tuple(x.shape[-2:]))
+    if task.kind == "colorize" and x.shape[1] != 3:
+        raise ValueError("colorize --simulate needs a colour (RGB) image as ground truth")
+    op = task.operator(tuple(x.shape[-2:]), seed=seed)
+    noise = GaussianNoise(sigma_y) if sigma_y > 0 else None
+    return op, degrade(x, op, noise, generator=torch.Generator().manual_seed(seed))
+
+
+def score(x_hat: Tensor, x: Tensor) -> tuple[dict[str, float | None], dict[str, str]]:
+    from zsir.metrics import compute_metrics
+
+    values, unavailable = compute_metrics(x_hat.float().cpu(), x.float().cpu())
+    return {k: (None if v is None else float(v[0])) for k, v in values.items()}, unavailable
