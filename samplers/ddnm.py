@@ -50,6 +50,8 @@ The distortion grows monotonically with ``pd`` on exact Gaussian problems (``tes
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -92,6 +94,13 @@ class DDNM(DiffusionSampler):
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         p = self.params
+        if not p["plus"] and bool((sigma_y > 0).any()):
+            warnings.warn(
+                "plain DDNM ignores sigma_y > 0: it projects exactly onto A x = y, so the measurement noise stays in "
+                "the result; use sampler 'ddnm+' (or plus=True) for noisy measurements",
+                UserWarning,
+                stacklevel=3,
+            )
         eta = float(p["eta"])
         eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
         spectral = bool(p["plus"]) and isinstance(operator, SVDOperator)

@@ -32,8 +32,13 @@ RES_NAMES = {
 }  # fmt: skip
 
 
-def to_openai(state: dict, config: dict, layout: str = "legacy") -> dict:
-    """Inverse of the key map: a diffusers state dict in OpenAI layout, qkv merged head-major (or chunked)."""
+def to_openai(state: dict, config: dict, layout: str = "legacy", conv_dims: int = 1) -> dict:
+    """Inverse of the key map: a diffusers state dict in OpenAI layout, qkv merged head-major (or chunked).
+
+    ``conv_dims`` is the ``dims`` of the attention's ``conv_nd(dims, ...)``: 1 (guided-diffusion, weights
+    ``(O, I, 1)``) or 2 (openai/consistency_models ``cm/unet.py`` ``AttentionBlock(dims=2)``, ``(O, I, 1, 1)``).
+    """
+    ones = (1,) * conv_dims
     d = config["attention_head_dim"]
     out = {}
     for src, dst, kind in openai_key_pairs(config):
@@ -52,9 +57,9 @@ def to_openai(state: dict, config: dict, layout: str = "legacy") -> dict:
             if layout == "legacy":
                 qkv = qkv.reshape(3, c // d, d, *q.shape[1:]).transpose(0, 1)  # (heads, 3, d, ...)
             qkv = qkv.reshape(3 * c, *q.shape[1:])
-            out[f"{src}.qkv.{p}"] = qkv[..., None] if p == "weight" else qkv
+            out[f"{src}.qkv.{p}"] = qkv.reshape(*qkv.shape, *ones) if p == "weight" else qkv
             proj = state[f"{dst}.to_out.0.{p}"]
-            out[f"{src}.proj_out.{p}"] = proj[..., None] if p == "weight" else proj
+            out[f"{src}.proj_out.{p}"] = proj.reshape(*proj.shape, *ones) if p == "weight" else proj
     return out
 
 
@@ -183,3 +188,38 @@ def test_mismatching_and_corrupt_checkpoints_name_file_and_keys(tmp_path, monkey
         load_openai_unet(trunc, TINY)
     with pytest.raises(ValueError, match="config: expected one of"):
         load_openai_unet(good, "ffhq512")
+
+
+def cm_attention_2d(x: torch.Tensor, sd: dict, prefix: str, heads: int) -> torch.Tensor:
+    """Reference consistency-models AttentionBlock (dims=2, flash layout ``b (three h d) s``), from its maths:
+    qkv and proj_out are 2-D 1x1 convolutions, attention is softmax(q k^T / sqrt(d)) per head."""
+    B, C, H, W = x.shape
+    h = F.group_norm(x, 32, sd[f"{prefix}.norm.weight"], sd[f"{prefix}.norm.bias"], eps=1e-5)
+    qkv = F.conv2d(h, sd[f"{prefix}.qkv.weight"], sd[f"{prefix}.qkv.bias"]).reshape(B, 3, heads, C // heads, H * W)
+    q, k, v = qkv.unbind(1)  # (B, heads, d, L) each
+    w = torch.einsum("bhct,bhcs->bhts", q, k).div(math.sqrt(C // heads)).softmax(dim=-1)
+    a = torch.einsum("bhts,bhcs->bhct", w, v).reshape(B, C, H, W)
+    return x + F.conv2d(a, sd[f"{prefix}.proj_out.weight"], sd[f"{prefix}.proj_out.bias"])
+
+
+def test_consistency_model_checkpoints_with_4d_attention_convs_load_like_3d(tmp_path, monkeypatch):
+    """openai/consistency_models builds qkv / proj_out with conv_nd(2, ...): (C_out, C_in, 1, 1) weights."""
+    monkeypatch.setenv("ZSIR_CACHE", str(tmp_path / "cache"))
+    unet = tiny_unet()
+    sd4 = to_openai(unet.state_dict(), TINY, layout="chunk", conv_dims=2)
+    sd3 = to_openai(unet.state_dict(), TINY, layout="chunk", conv_dims=1)
+    assert sd4["middle_block.1.qkv.weight"].shape == (192, 64, 1, 1)
+    assert sd4["middle_block.1.proj_out.weight"].shape == (64, 64, 1, 1)
+    torch.save(sd4, tmp_path / "cm4d.pt")
+    torch.save(sd3, tmp_path / "cm3d.pt")
+    four = load_openai_unet(tmp_path / "cm4d.pt", TINY, qkv_layout="chunk", cache=False).eval()
+    three = load_openai_unet(tmp_path / "cm3d.pt", TINY, qkv_layout="chunk", cache=False).eval()
+
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        torch.testing.assert_close(four(x, t).sample, three(x, t).sample, rtol=0, atol=0)
+        torch.testing.assert_close(four(x, t).sample, unet(x, t).sample, rtol=0, atol=0)
+        h = torch.randn(2, 64, 4, 4, generator=torch.Generator().manual_seed(4))
+        ref = cm_attention_2d(h, sd4, "middle_block.1", heads=4)
+        torch.testing.assert_close(four.mid_block.attentions[0](h), ref, rtol=1e-4, atol=1e-5)

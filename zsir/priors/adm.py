@@ -178,11 +178,19 @@ def openai_key_pairs(config: Mapping[str, Any] | Any) -> list[tuple[str, str, st
     return pairs
 
 
+def _as_linear(t: Tensor) -> Tensor:
+    """A 1x1 convolution weight as a linear weight: ``(O, I, 1)`` (guided-diffusion's ``conv_nd(1, ...)``) or
+    ``(O, I, 1, 1)`` (``conv_nd(2, ...)``, the consistency-models code) becomes ``(O, I)``; anything else is
+    returned unchanged (a bias, or a shape that :func:`~zsir.priors.hub.check_state_dict` will report)."""
+    return t.reshape(t.shape[:2]) if t.dim() > 2 and all(n == 1 for n in t.shape[2:]) else t
+
+
 def split_qkv(t: Tensor, heads: int, layout: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Split a ``qkv`` weight ``(3C, C[, 1])`` or bias ``(3C,)`` into q, k, v (``(C, C)`` / ``(C,)``).
+    """Split a ``qkv`` weight ``(3C, C[, 1[, 1]])`` or bias ``(3C,)`` into q, k, v (``(C, C)`` / ``(C,)``).
 
     ``layout="legacy"``: channels ordered ``(heads, 3, d)``; ``"chunk"``: ``(3, heads, d)``.
     """
+    t = _as_linear(t)
     three_c = t.shape[0]
     c, rest = three_c // 3, t.shape[1:2]
     if layout == "legacy":
@@ -199,9 +207,11 @@ def convert_openai_state_dict(
 ) -> dict[str, Tensor]:
     """Rename an OpenAI (guided-diffusion / consistency-models) state dict to ``UNet2DModel`` keys.
 
-    Attention ``qkv`` / ``proj_out`` 1x1 convolutions become linear layers (trailing 1 dropped) and ``qkv`` is
-    split with :func:`split_qkv`. Keys the config does not account for are kept under their OpenAI names so
-    that :func:`zsir.priors.hub.check_state_dict` reports them as unexpected.
+    Attention ``qkv`` / ``proj_out`` 1x1 convolutions become linear layers (the trailing 1x1 dropped, in either
+    layout: 3-D ``(C_out, C_in, 1)`` from guided-diffusion's ``conv_nd(1, ...)`` or 4-D ``(C_out, C_in, 1, 1)``
+    from the consistency-models code's ``conv_nd(2, ...)``) and ``qkv`` is split with :func:`split_qkv`. Keys
+    the config does not account for are kept under their OpenAI names so that
+    :func:`zsir.priors.hub.check_state_dict` reports them as unexpected.
     """
     head_dim = _get(config, "attention_head_dim") or 64
     out: dict[str, Tensor] = {}
@@ -211,7 +221,7 @@ def convert_openai_state_dict(
         for p in ("weight", "bias"):
             if f"{src}.{p}" in state:
                 t = state[f"{src}.{p}"]
-                out[f"{dst}.{p}"] = t.reshape(t.shape[:2]) if squeeze and t.dim() == 3 else t
+                out[f"{dst}.{p}"] = _as_linear(t) if squeeze else t
                 used.add(f"{src}.{p}")
 
     for src, dst, kind in openai_key_pairs(config):
