@@ -3,7 +3,10 @@
 :func:`locate_pipeline` finds (downloading from the Hub when needed) the UNet folder and scheduler config of
 
 * a pipeline folder or Hub id (``model_index.json`` with ``unet/`` and ``scheduler/`` sub-folders, e.g.
-  ``google/ddpm-ema-celebahq-256`` or ``openai/diffusers-cd_bedroom256_lpips``), or
+  ``openai/diffusers-cd_bedroom256_lpips``),
+* a flat pipeline folder or Hub id (``model_index.json``, the UNet's ``config.json`` and weights and
+  ``scheduler_config.json`` all at the root, e.g. the current revision of ``google/ddpm-ema-celebahq-256``):
+  like diffusers' own pipelines, zsir falls back to the root when there is no ``unet/`` sub-folder, or
 * a bare ``UNet2DModel`` folder (``config.json`` + weights) with a ``scheduler_config.json`` beside it.
 
 :func:`load_unet` builds the ``UNet2DModel`` strictly from its config and weights (safetensors preferred), so a
@@ -39,27 +42,30 @@ def _first_existing(*paths: Path) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
 
-def _download_pipeline(repo_id: str, revision: str | None) -> tuple[Path, Path | None]:
-    """Download only what a prior needs: configs and one UNet weights file (safetensors if the repo has it)."""
-    try:
-        hub_file(repo_id, "model_index.json", revision=revision)
-        unet_sub, sched = "unet/", "scheduler/scheduler_config.json"
-    except FileNotFoundError:
-        unet_sub, sched = "", "scheduler_config.json"
-    unet_dir = hub_file(repo_id, unet_sub + "config.json", revision=revision).parent
-    for name in _WEIGHTS[:-1]:
+def _hub_first(repo_id: str, names: tuple[str, ...], revision: str | None) -> Path | None:
+    """The first of ``names`` that the Hub repository has (downloaded), or None if it has none of them."""
+    for name in names:
         try:
-            hub_file(repo_id, unet_sub + name, revision=revision)
-            break
+            return hub_file(repo_id, name, revision=revision)
         except FileNotFoundError:
             continue
-    else:
+    return None
+
+
+def _download_pipeline(repo_id: str, revision: str | None) -> tuple[Path, Path | None]:
+    """Download only what a prior needs: configs and one UNet weights file (safetensors if the repo has it).
+
+    A pipeline repository keeps the UNet in ``unet/``; a flat one (and a bare UNet repository) at the root.
+    """
+    pipeline = _hub_first(repo_id, ("model_index.json",), revision) is not None
+    config = _hub_first(repo_id, ("unet/config.json",) if pipeline else (), revision)
+    unet_sub = "unet/" if config is not None else ""
+    if config is None:
+        config = hub_file(repo_id, "config.json", revision=revision)
+    unet_dir = config.parent
+    if _hub_first(repo_id, tuple(unet_sub + n for n in _WEIGHTS[:-1]), revision) is None:
         hub_file(repo_id, unet_sub + _WEIGHTS[-1], revision=revision)
-    try:
-        scheduler = hub_file(repo_id, sched, revision=revision)
-    except FileNotFoundError:
-        scheduler = None
-    return unet_dir, scheduler
+    return unet_dir, _hub_first(repo_id, ("scheduler/scheduler_config.json", "scheduler_config.json"), revision)
 
 
 def locate_pipeline(id_or_path: str | Path, *, revision: str | None = None) -> tuple[Path, dict[str, Any] | None]:
@@ -71,20 +77,17 @@ def locate_pipeline(id_or_path: str | Path, *, revision: str | None = None) -> t
     """
     path = Path(id_or_path).expanduser()
     if path.is_dir():
-        if (path / "model_index.json").is_file() or (path / "unet").is_dir():
-            unet_dir = path / "unet"
-            scheduler = _first_existing(path / "scheduler" / "scheduler_config.json")
-        else:
-            unet_dir = path
-            scheduler = _first_existing(
-                path / "scheduler_config.json",
-                path / "scheduler" / "scheduler_config.json",
-                path.parent / "scheduler" / "scheduler_config.json",
-            )
+        unet_dir = path / "unet" if (path / "unet" / "config.json").is_file() else path
+        scheduler = _first_existing(
+            path / "scheduler" / "scheduler_config.json",
+            path / "scheduler_config.json",
+            *([path.parent / "scheduler" / "scheduler_config.json"] if unet_dir == path else []),
+        )
         if not (unet_dir / "config.json").is_file():
             raise FileNotFoundError(
                 f"{str(path)!r}: expected a diffusers pipeline folder (model_index.json, unet/config.json, "
-                "scheduler/scheduler_config.json) or a UNet2DModel folder (config.json + weights)"
+                "scheduler/scheduler_config.json), a flat pipeline folder (model_index.json, config.json, weights "
+                "and scheduler_config.json at the root) or a UNet2DModel folder (config.json + weights)"
             )
     elif is_hub_id(str(id_or_path)):
         unet_dir, scheduler = _download_pipeline(str(id_or_path), revision)

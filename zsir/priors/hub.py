@@ -61,13 +61,16 @@ def hub_file(repo_id: str, filename: str, *, revision: str | None = None) -> Pat
     """Local path of ``filename`` in Hub repo ``repo_id``, downloading it into the Hugging Face cache if needed.
 
     Raises:
-        FileNotFoundError: the repository has no such file (the caller may try an alternative name).
+        FileNotFoundError: the repository has no such file (the caller may try an alternative name); offline, when
+            the Hugging Face cache recorded that it does not exist (a ``.no_exist`` entry from an earlier lookup).
         PriorDownloadError: the file is not cached and cannot be downloaded (offline or no network).
     """
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     offline = is_offline()
+    if offline and try_to_load_from_cache(repo_id, filename, revision=revision) is _CACHED_NO_EXIST:
+        raise FileNotFoundError(f"{filename!r} is not in Hub repository {repo_id!r} (per the Hugging Face cache)")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=offline))
     except LocalEntryNotFoundError as err:

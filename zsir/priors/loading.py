@@ -35,7 +35,8 @@ from zsir.registry import Registry, suggest
 
 __all__ = ["PriorSpec", "PRIORS", "load_prior", "list_priors"]
 
-_HUB_WEIGHTS = ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin")
+# pipeline layout (unet/ sub-folder) and flat layout (weights at the root, e.g. google/ddpm-ema-celebahq-256)
+_HUB_WEIGHTS = tuple(f"{sub}diffusion_pytorch_model.{ext}" for sub in ("unet/", "") for ext in ("safetensors", "bin"))
 
 
 @dataclass(frozen=True)
