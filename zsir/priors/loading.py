@@ -134,7 +134,8 @@ _add(
         "ADM (guided-diffusion) epsilon model, FFHQ 256x256 (DPS/DiffPIR/RDMD ffhq_10m.pt)",
         f"https://huggingface.co/{_FFHQ[0]} ({_FFHQ[1]})",
         "375 MB",
-        "unspecified by DPS (code MIT); FFHQ images CC BY-NC-SA 4.0: non-commercial",
+        "none stated by the source (DPS repository: no licence file); Hub copy labelled BSD-3-Clause; "
+        "FFHQ images CC BY-NC-SA 4.0: non-commercial",
         _adm_hub(*_FFHQ, "ffhq256", "ffhq"),
         lambda: _hub_cached(*_FFHQ),
     )
@@ -145,18 +146,19 @@ _add(
         "ADM (guided-diffusion) unconditional epsilon model, ImageNet 256x256",
         _IMAGENET,
         "2.2 GB",
-        "MIT (openai/guided-diffusion); ImageNet terms of access",
+        "released with openai/guided-diffusion (repository MIT, weights not licensed separately); ImageNet terms",
         _adm_url(_IMAGENET, "imagenet256", "imagenet"),
         _url_cached(_IMAGENET),
     )
 )
+_CM_LICENCE = "openai/consistency_models: code MIT, its model card names no weights licence; LSUN / ImageNet terms"
 for _name, _repo, _what, _size, _lic, _cm in (
     (
         "celebahq",
         "google/ddpm-ema-celebahq-256",
         "DDPM (Ho et al.) EMA epsilon model, CelebA-HQ 256x256",
         "455 MB",
-        "Apache-2.0",
+        "Apache-2.0 (Hub model card); CelebA-HQ images: non-commercial research",
         False,
     ),
     (
@@ -164,7 +166,7 @@ for _name, _repo, _what, _size, _lic, _cm in (
         "openai/diffusers-cd_bedroom256_lpips",
         "consistency model (CD, LPIPS), LSUN bedroom 256x256",
         "2.1 GB",
-        "MIT",
+        _CM_LICENCE,
         True,
     ),
     (
@@ -172,7 +174,7 @@ for _name, _repo, _what, _size, _lic, _cm in (
         "openai/diffusers-cd_cat256_lpips",
         "consistency model (CD, LPIPS), LSUN cat 256x256",
         "2.1 GB",
-        "MIT",
+        _CM_LICENCE,
         True,
     ),
     (
@@ -180,7 +182,7 @@ for _name, _repo, _what, _size, _lic, _cm in (
         "openai/diffusers-cd_imagenet64_lpips",
         "consistency model (CD, LPIPS), ImageNet 64x64, class-conditional (class_labels=)",
         "1.2 GB",
-        "MIT",
+        _CM_LICENCE,
         True,
     ),
 ):
