@@ -1,6 +1,6 @@
 """MCGdiff Gaussian-mixture benchmark: sliced Wasserstein of every registered sampler to the exact posterior.
 
-The protocol of offline.md 1.1: d_x in {8, 80, 800}, d_y in {1, 2, 4}, 20 problems each
+The protocol of docs/benchmarks/gmm.md: d_x in {8, 80, 800}, d_y in {1, 2, 4}, 20 problems each
 (:func:`zsir.gmm.mcgdiff_problem`), 20 and 100 steps, mean sliced Wasserstein (100 slices) between the sampler's
 samples and as many exact posterior samples (2000), reported as ``mean +- 1.96 s / sqrt(n_problems)``, next to the
 noise floor (SW between two exact sample sets of the same size) and the prior (SW of prior samples, which ignore
@@ -11,7 +11,7 @@ the diffusion samplers (DDRM, DDNM, DDNM+, DiffPIR, DPS) walk the operator-adapt
 (:meth:`zsir.gmm.GMMProblem.timesteps`) of the descending-beta table; DDRM, DDNM and DPS use ``eta`` 0.6 at 20
 steps and 0.85 at 100 (DPS: the scale of its DDPM noise), and DPS the authors' step ``0.1 grad ||r||^2 / ||r||``
 (``zeta = 0.2``). RDMD walks its own quad spacing of the same table and makes 2 prior calls per step; CM4IR's
-schedule is tuned per NFE count (cm4ir.md 1.2), so it always runs its own 4 steps; PnP its DPIR levels.
+schedule is tuned per NFE count (docs/samplers/cm4ir.md), so it always runs its own 4 steps; PnP its DPIR levels.
 
 Usage::
 

@@ -251,7 +251,7 @@ class SeparableBlur(SeparableSVD):
     This is deliberately **not** DDRM's / CM4IR's ``Deblurring`` (``deblur_gauss``, ``deblur_uni``,
     ``deblur_aniso``): that class drops the last tap of odd kernels (DDRM; CM4IR fixed it) and tiles its
     singular values channel-major against pixel-major coefficients (``repeat(1, 3)``), so its ``A`` differs
-    from the nominal blur by about 97 % on random input (cm4ir.md 6.3); it also zeroes 1-D singular values
+    from the nominal blur by about 97 % on random input (docs/operators.md); it also zeroes 1-D singular values
     below ``3e-2``. zsir does not reproduce that operator: numbers published with it are not comparable.
 
     Args:

@@ -1,7 +1,7 @@
 r"""CM4IR: zero-shot image restoration with few-step guidance of consistency models (and beyond).
 
 T. Garber, T. Tirer, *Zero-Shot Image Restoration Using Few-Step Guidance of Consistency Models (and Beyond)*,
-CVPR 2025, arXiv:2412.20596. Written from the specification (cm4ir.md sections 1, 2 and 4), not from the
+CVPR 2025, arXiv:2412.20596. Written from the paper and the maths (docs/samplers/cm4ir.md), not from the
 unlicensed official code.
 
 Everything is VE in [-1, 1] model units; ``sigma_y`` is the model-unit noise std (twice the [0, 1] value, as
@@ -27,7 +27,7 @@ step) inflate the level the prior is told. For a consistency prior, ``injection_
 ``scalings_sigma=tau``) and ``1`` puts it in both; an MMSE prior (diffusion model or denoiser: "and beyond") is
 simply called at ``(1 + delta) tau`` for both types.
 
-**Median fill** (cm4ir.md 1.3): pixels the operator never observes (``A^T A 1 = 0``: inpainting holes) are
+**Median fill** (docs/samplers/cm4ir.md): pixels the operator never observes (``A^T A 1 = 0``: inpainting holes) are
 replaced by the per-channel nan-median of a ``(2r+1)^2`` window of the previous pass, ``r = 2, 3, ...``, until
 no hole is left (``torch.nanmedian`` takes the lower median of an even count).
 
@@ -75,7 +75,7 @@ def median_fill(x: Tensor, holes: Tensor, start_radius: int = 2) -> Tensor:
 
     Each pass replaces every hole that has at least one known pixel in its ``(2r+1)^2`` window (per channel) by
     the median of the known pixels of that window in the previous pass; ``r`` starts at ``start_radius`` and
-    grows by one per pass until no hole is left (cm4ir.md 1.3). Observed pixels are never changed. Batched;
+    grows by one per pass until no hole is left (docs/samplers/cm4ir.md). Observed pixels are never changed. Batched;
     the unfold is done in row strips so large holes stay within a fixed memory budget.
     """
     holes = holes.expand_as(x)
@@ -122,7 +122,7 @@ def _row(dataset: str, task: str, sigma: float, i_n: int, gamma: float, zeta: fl
     return f"{dataset}-{task}-{sigma:g}", Preset(desc, params)
 
 
-# cm4ir.md section 2: (dataset, task, sigma_y, iN, gamma, zeta, deltas, injection type)
+# docs/samplers/cm4ir.md, Presets: (dataset, task, sigma_y, iN, gamma, zeta, deltas, injection type)
 _TABLE = [
     ("bedroom", "sr4", 0.025, 400, 0.7, 0.0, (0, 0.5, 0.1, 0), 0),
     ("bedroom", "deblur", 0.025, 75, 0.01, 3.0, (0.1, 0, 0, 0.05), 0),
@@ -150,7 +150,7 @@ class CM4IR(Sampler):
 
     Hyperparameters (paper symbols):
         iN, gamma: schedule start index into the DDPM alpha-bar table and geometric growth of alpha-bar
-            (default 250, 0.2: the LSUN SR x4 sigma_y 0.05 setting; retune them for N != 4, cm4ir.md 1.2).
+            (default 250, 0.2: the LSUN SR x4 sigma_y 0.05 setting; retune them for N != 4, docs/samplers/cm4ir.md).
         deltas: decoupled denoiser levels, a float or one value per step (noisiest first); ``delta_scale``
             multiplies them (the pd knob).
         injection_type: 0 = delta in the time embedding only, 1 = in the embedding and the scalings.

@@ -27,16 +27,16 @@ All states are VE in model units, ``x = x0 + sigma eps`` (the paper's VP state d
 so the total noise variance of ``c'_i`` is ``sigma'^2`` (the ``sqrt(1 - eta^2)`` factor is the official code's;
 the paper's ``lambda_i = s_i sigma' / sigma_y`` is its ``eta = 0`` case). Unobserved coefficients and noiseless
 samples get DDNM's update. This works for **every** :class:`~zsir.operators.SVDOperator` (bicubic SR and
-separable deblurring included, which the official repository lacks, peers.md 3.2). For other operators (e.g. the
-FFT-diagonal ``CircularBlur``) DDNM+ falls back to a Tikhonov back-projection
+separable deblurring included, which the official repository lacks, docs/samplers/ddnm.md). For other operators
+(e.g. the FFT-diagonal ``CircularBlur``) DDNM+ falls back to a Tikhonov back-projection
 ``x0 - A^T (A A^T + zeta sigma_y^2 / sigma'^2 I)^{-1} (A x0 - y)`` (:func:`~zsir.samplers.steps.back_project`),
 a smooth version of ``lambda_i`` (its factor ``s_i^2 sigma'^2 / (s_i^2 sigma'^2 + zeta sigma_y^2)`` is 1 while the
 state is much noisier than ``y`` and 0 at ``sigma' = 0``), and plain DDIM re-noising. The last step goes to
 ``sigma' = 0``: a noiseless sample then satisfies ``A x = y`` exactly (a DDNM+ noisy sample keeps ``x0``, since
 ``lambda_i = 0``).
 
-**Noise injection** (``noise_injection=True``; cm4ir.md 4, a reconstruction): the DDIM re-noising of the guided
-estimate (unobserved coefficients under DDNM+) becomes CM4IR's ``x0_hat + sigma' (eta_ni n + sqrt(1 - eta_ni^2)
+**Noise injection** (``noise_injection=True``; docs/samplers/cm4ir.md, a reconstruction): the DDIM re-noising of the
+guided estimate (unobserved coefficients under DDNM+) becomes CM4IR's ``x0_hat + sigma' (eta_ni n + sqrt(1 - eta_ni^2)
 (-eps_hat))``.
 
 Steps: ``N`` timesteps, uniform skip of the prior's alpha-bar table (DDNM's ``T_sampling`` without time travel);

@@ -25,7 +25,7 @@ less-noisy coefficients (for noiseless ``y``, where ``s_i sigma' = sigma_y = 0``
 as the official code). Steps: ``N`` timesteps with DDRM's uniform skip (``range(0, T, T // N)`` reversed) of the
 prior's alpha-bar table (the DDPM linear table for continuous priors); **NFE = N**.
 
-**Noise injection** (``noise_injection=True``; cm4ir.md 4, a reconstruction: no published code): on the
+**Noise injection** (``noise_injection=True``; docs/samplers/cm4ir.md, a reconstruction: no published code): on the
 coefficients where DDRM re-uses the prior's noise estimate (the first case), DDIM's ``+c_eps`` is replaced by
 CM4IR's reversed estimate, ``c0 + sigma' (eta_ni n + sqrt(1 - eta_ni^2) (-c_eps))``; the observed coefficients keep
 DDRM's y-based updates.

@@ -25,7 +25,7 @@ same ``rho`` reproduces the official [0, 1] solver. ``operator.prox_l2(z, y, gam
 ``||y - A x||^2 / (2 sigma_m^2) + lambda / 4 * ||x - x_0||^2 / (2 sigma_t^2)`` with ``sigma_m = 2 sigma_y^{[0,1]}``:
 ``lambda = 4`` treats ``x_0`` as a Gaussian guess of variance ``sigma_t^2``.
 
-**NFE = N** (one prior call per step). **Noise injection** (``noise_injection=True``, cm4ir.md 4 reconstruction):
+**NFE = N** (one prior call per step). **Noise injection** (``noise_injection=True``, docs/samplers/cm4ir.md):
 the re-noising becomes ``x_hat0 + sigma' (eta_ni n + sqrt(1 - eta_ni^2) (-eps_hat))``. **Start truncation**: a
 prior whose ``sigma_max`` is below the first level starts at the first level it covers from the informative
 ``x = A^+ y + sigma n``.

@@ -1,7 +1,7 @@
 r"""PnP-HQS with the DPIR schedule: plug-and-play restoration with any MMSE denoiser prior.
 
 K. Zhang, Y. Li, W. Zuo, L. Zhang, L. Van Gool, R. Timofte, *Plug-and-Play Image Restoration with Deep Denoiser
-Prior*, IEEE TPAMI 2021, arXiv:2008.13751 (``utils_pnp.get_rho_sigma``, ``main_dpir_deblur.py``; ndr.md 7.2).
+Prior*, IEEE TPAMI 2021, arXiv:2008.13751 (``utils_pnp.get_rho_sigma``, ``main_dpir_deblur.py``; docs/samplers/pnp.md).
 
 Half-quadratic splitting with ``K`` iterations and log-spaced denoiser levels (``[0, 1]`` image units):
 

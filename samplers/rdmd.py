@@ -2,7 +2,7 @@ r"""RDMD: Reconciling stochastic and deterministic strategies with a diffusion m
 
 C. Wang, L. Guo, Z. Fu, S. Yang, H. Cheng, A. C. Kot, B. Wen, *Reconciling Stochastic and Deterministic
 Strategies for Zero-shot Image Restoration using Diffusion Model in Dual*, CVPR 2025, arXiv:2503.01288.
-Written from the specification (rdmd.md section 1), not from the unlicensed official code.
+Written from the paper and the maths (docs/samplers/rdmd.md), not from the unlicensed official code.
 
 One persistent restoration variable ``z`` is updated by **one gradient step** on a combined objective whose two
 prior terms come from the same diffusion model used in two ways (all images VE, [-1, 1] model units):
@@ -49,8 +49,8 @@ integer factor (``rdmd_sr.py``), ``y`` itself when it has the image's shape (``r
 ``"pinv"``: the Tikhonov pseudo-inverse ``A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units), which works for every
 operator. The diffusion state always starts as ``x = z + sigma_{t_0} n`` (``rdmd_sr.py``); ``rdmd_deblur.py``
 starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y = nearest_t(2 sigma_y)``,
-which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (rdmd.md 1.3): outputs
-agree to float32 round-off.
+which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (docs/samplers/rdmd.md):
+outputs agree to float32 round-off.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ _INITS = ("auto", "pinv", "y", "bicubic")
 
 
 def rdmd_timesteps(num_iters: int, alphas_cumprod: np.ndarray | None = None) -> list[int]:
-    """Stochastic-branch timesteps ``t_k`` (quad spacing, ``T - 1`` down to 0), rdmd.md 1.2 (a)."""
+    """Stochastic-branch timesteps ``t_k`` (quad spacing, ``T - 1`` down to 0), docs/samplers/rdmd.md."""
     table = ddpm_linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
     return quad_timesteps(num_iters, len(table))
 
@@ -93,7 +93,7 @@ def rdmd_timesteps(num_iters: int, alphas_cumprod: np.ndarray | None = None) -> 
 def rdmd_det_timesteps(
     num_iters: int, sigma_y: float, sf: int = 1, alphas_cumprod: np.ndarray | None = None
 ) -> list[int]:
-    """Deterministic-branch timesteps ``t'_k = nearest_t(2 sigma'_k)``, rdmd.md 1.2 (b).
+    """Deterministic-branch timesteps ``t'_k = nearest_t(2 sigma'_k)``, docs/samplers/rdmd.md.
 
     ``sigma_y`` is in **[0, 1] image units**; ``sf`` is the super-resolution factor (1 for deblurring).
     """
@@ -103,7 +103,7 @@ def rdmd_det_timesteps(
 
 
 def rdmd_weights(lambda_: float, tau: float, sigma_y, sigma_t):
-    r"""``(mu, rho_t, step)`` of the data step, rdmd.md 1.2 (c).
+    r"""``(mu, rho_t, step)`` of the data step, docs/samplers/rdmd.md.
 
     ``sigma_y`` in **[0, 1] image units** (float or tensor), ``sigma_t`` the VE level of ``t_k`` (model units):
     ``mu = lambda (1 - tau) sigma_y^2``, ``rho = lambda tau max(sigma_y, 1e-3)^2 / sigma_t^2``,

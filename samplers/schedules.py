@@ -1,8 +1,8 @@
 r"""Timestep and noise-level schedules shared by the samplers.
 
 All noise levels returned here are in **[-1, 1] model units** (VE std) unless a name says otherwise. The
-formulas follow the official codes in float32, so the integer timesteps match the printed lists of rdmd.md 1.2
-and cm4ir.md 1.2 exactly (a float64 re-implementation can shift ``nearest_t`` ties by one step).
+formulas follow the official codes in float32, so the integer timesteps match the lists of docs/samplers/rdmd.md
+and docs/samplers/cm4ir.md exactly (a float64 re-implementation can shift ``nearest_t`` ties by one step).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def ddpm_linear_alphas_cumprod(
 
 
 def mcgdiff_alphas_cumprod(num_steps: int = 1000) -> np.ndarray:
-    """The alpha-bar table of the MCGdiff Gaussian-mixture experiment (offline.md 1.1), float64.
+    """The alpha-bar table of the MCGdiff Gaussian-mixture experiment (docs/benchmarks/gmm.md), float64.
 
     ``betas = linspace(0.02, 1e-4, T - 1)`` (**descending**, as the authors' ``gmm.py``) and
     ``abar = cumprod([1, 1 - betas])``: ``T`` entries with ``abar_0 = 1`` (level 0) and ``abar_{T-1} ~ 4e-5``.
@@ -45,7 +45,7 @@ def mcgdiff_alphas_cumprod(num_steps: int = 1000) -> np.ndarray:
 
 
 def mcgdiff_timesteps(alphas_cumprod, singular_values, sigma_y: float, num_steps: int) -> list[int]:
-    r"""MCGdiff's grid adapted to the operator (offline.md 1.1), noisiest first, ``num_steps`` levels above 0.
+    r"""MCGdiff's grid adapted to the operator (docs/benchmarks/gmm.md), noisiest first, ``num_steps`` levels above 0.
 
     The grid starts at ``t = 0`` and adds ``t`` each time ``sqrt(abar_t)`` has dropped by a fixed amount since the
     last kept step (even spacing in ``sqrt(abar)`` down to ``sqrt(abar) = 0.01``), and at every such ``t`` where the
@@ -87,7 +87,7 @@ def sigma_table(alphas_cumprod: np.ndarray | Tensor) -> np.ndarray:
 
 
 def nearest_t(sigma: float | np.ndarray, table: np.ndarray) -> np.ndarray | int:
-    """``argmin_t |table_t - sigma|`` (rdmd.md 1.1 ``find_nearest``); vectorised over ``sigma``."""
+    """``argmin_t |table_t - sigma|`` (the official codes' ``find_nearest``); vectorised over ``sigma``."""
     s = np.asarray(sigma, dtype=table.dtype)
     idx = np.abs(table[None, :] - s.reshape(-1, 1)).argmin(axis=1)
     return int(idx[0]) if s.ndim == 0 else idx
@@ -118,7 +118,7 @@ def dpir_sigmas(num_iters: int, sigma_end: float, sigma_start: float = 49.0 / 25
 
 
 def cm4ir_taus(i_n: int, gamma: float, num_steps: int = 4) -> list[float]:
-    r"""CM4IR noise levels ``tau_N .. tau_1`` (noisiest first), model units (cm4ir.md 1.2).
+    r"""CM4IR noise levels ``tau_N .. tau_1`` (noisiest first), model units (docs/samplers/cm4ir.md).
 
     ``abar_N = abar[iN + 1]`` of the DDPM linear table, then ``abar_{k-1} = min((1 + gamma) abar_k, 0.9999)`` and
     ``tau_k = clamp(sqrt(1 - abar_k), 0.002, 80)``, all in float32 as the official code (``iN <= 998``).

@@ -50,7 +50,7 @@ def renoise(
 def inject_noise(
     x0: Tensor, z_hat_minus: Tensor, sigma_next: float | Tensor, eta: float, generator: torch.Generator | None
 ) -> Tensor:
-    r"""CM4IR noise injection (cm4ir.md 1.4) to level ``sigma_next``:
+    r"""CM4IR noise injection (docs/samplers/cm4ir.md) to level ``sigma_next``:
 
     .. math:: x_{next} = x_0 + \sigma_{next} (\eta\, z + \sqrt{1 - \eta^2}\, \hat z^-),\quad z \sim N(0, I)
 
@@ -68,8 +68,9 @@ def renoise_or_inject(
     eta_ni: float | None = None,
 ) -> Tensor:
     r"""The next state of a DDIM-type sampler: :func:`renoise` ``(x0, eps, sigma_next, zeta)`` or, with ``eta_ni``
-    set, CM4IR's :func:`inject_noise` ``(x0, -eps, sigma_next, eta_ni)`` (the "and beyond" port of cm4ir.md 4: the
-    re-injected estimated noise is **reversed** and mixed with fresh noise by a variance-preserving rotation).
+    set, CM4IR's :func:`inject_noise` ``(x0, -eps, sigma_next, eta_ni)`` (the "and beyond" port of
+    docs/samplers/cm4ir.md: the re-injected estimated noise is **reversed** and mixed with fresh noise by a
+    variance-preserving rotation).
     """
     if eta_ni is None:
         return renoise(x0, eps, sigma_next, zeta, generator)

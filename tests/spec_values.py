@@ -1,6 +1,6 @@
-"""Values printed in the specifications (../shared/docs), shared by the tests that check them."""
+"""Values printed in the method pages (docs/samplers/cm4ir.md), shared by the tests that check them."""
 
-# cm4ir.md 1.2 table: (iN, gamma) -> tau_N .. tau_1 (4 decimals)
+# docs/samplers/cm4ir.md tau table: (iN, gamma) -> tau_N .. tau_1 (4 decimals)
 CM4IR_TAUS = {
     (400, 0.70): (0.8989, 0.8207, 0.6672, 0.2381),
     (250, 0.20): (0.6937, 0.6144, 0.5030, 0.3218),

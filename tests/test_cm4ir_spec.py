@@ -1,6 +1,6 @@
-"""CM4IR against its specification (../shared/docs/cm4ir.md): the section 2 preset table, the section 1.2 tau
-table, the Tikhonov weight zeta sigma_y^2, the per-step noise estimate (P5, P6), the final output (1.4 note 4) and
-the median fill of the initialisation (1.3). Every expected value below is typed from the document, not the code."""
+"""CM4IR against docs/samplers/cm4ir.md (from the paper and the official evaluation script): the preset table, the
+tau table, the Tikhonov weight zeta sigma_y^2, the per-step noise estimate, the per-sample final output and the
+median fill of the initialisation. Every expected value below is typed from the page, not the code."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from zsir.priors.base import Prior
 from zsir.samplers.cm4ir import CM4IR, median_fill
 
 Z4 = (0.0, 0.0, 0.0, 0.0)  # "none (all 0)"
-# cm4ir.md section 2: name -> (iN, gamma, zeta, deltas step1..4, injection type); eta 0.1, mu 1, N 4 everywhere
+# docs/samplers/cm4ir.md, Presets: name -> (iN, gamma, zeta, deltas step1..4, injection type); eta 0.1, mu 1, N 4
 SPEC = {
     "bedroom-sr4-0.025": (400, 0.7, 0, (0, 0.5, 0.1, 0), 0),
     "bedroom-deblur-0.025": (75, 0.01, 3, (0.1, 0, 0, 0.05), 0),
@@ -71,7 +71,7 @@ def _problem(scale=0.5, cls=MatrixOperator, seed=0):
 
 
 def _bp(x0, y, M, eta_reg):
-    """Hand back-projection x0 - M^T (M M^T + eta_reg I)^{-1} (M x0 - y) (cm4ir.md 1.4)."""
+    """Hand back-projection x0 - M^T (M M^T + eta_reg I)^{-1} (M x0 - y) (docs/samplers/cm4ir.md)."""
     r = x0.flatten(1) @ M.T - y.flatten(1)
     corr = torch.linalg.solve(M @ M.T + eta_reg * torch.eye(M.shape[0], dtype=M.dtype), r.T).T @ M
     return x0 - corr.reshape(x0.shape)
@@ -112,7 +112,7 @@ def test_tikhonov_weight_is_zeta_sigma_model_squared(name, sigma01, expected):
 @pytest.mark.parametrize("inj", [0, 1])
 def test_noise_estimate_uses_true_tau_clamped_pre_bp_x0(inj):
     """eta = 0: x_{k-1} = BP(clamp(f_k)) + tau_{k-1} (clamp(f_k) - x_k) / tau_k, recomputed from the recorded
-    calls (P5: true tau, clamped x0; P6: pre-BP x0, noise added to the post-BP point)."""
+    calls (the true tau and the clamped x0; the pre-BP x0, noise added to the post-BP point)."""
     op, y, M = _problem()
     sigma_y, zeta, deltas = 0.1, 2.0, [0.5, 0.3, 0.8, 0.2]
     prior = Rec()

@@ -67,7 +67,7 @@ def test_mixture_log_prob_matches_torch_distributions(kind):
 
 def test_mixture_vp_helpers_match_the_vp_marginal():
     """E[x0 | x_t] = (x_t + (1 - abar) grad log p_t) / sqrt(abar) and eps = -sqrt(1 - abar) grad log p_t, with p_t the
-    VP marginal sum_k w_k N(sqrt(abar) mu_k, abar c_k + 1 - abar) built independently (offline.md 1.5)."""
+    VP marginal sum_k w_k N(sqrt(abar) mu_k, abar c_k + 1 - abar) built independently (docs/priors/exact.md)."""
     gm = _mixture("iso")
     x_t = torch.randn(3, 5, 1, 1, generator=_gen(3), dtype=D)
     for abar in (0.999, 0.5, 0.02):

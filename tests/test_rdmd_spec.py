@@ -1,5 +1,5 @@
-"""RDMD against values and pseudocode of the specification rdmd.md (1.1 table ends, 1.2 (c) weights, section 2
-presets, 1.3-1.4 main loop re-implemented independently in VP form)."""
+"""RDMD against the values and the update equations of docs/samplers/rdmd.md (sigma table ends, weights table,
+presets; the main loop re-implemented independently in VP form from the equations)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from zsir.samplers.rdmd import RDMD, rdmd_timesteps, rdmd_weights
 from zsir.samplers.schedules import ddpm_linear_alphas_cumprod, sigma_table
 
 
-# ----- 1.1: ends of the VE-equivalent sigma table of the DDPM linear schedule ----------------------------------
+# ----- docs/samplers/rdmd.md, Units: ends of the VE-equivalent sigma table of the DDPM linear schedule -----------
 def test_sigma_table_ends():
     s = sigma_table(ddpm_linear_alphas_cumprod())
     assert s.shape == (1000,) and bool((np.diff(s) > 0).all())
@@ -25,7 +25,7 @@ def test_sigma_table_ends():
     assert float(s[999]) == pytest.approx(157.4, abs=0.05)
 
 
-# ----- 1.2 (c): the rows of the weights table not covered by test_schedules.py ---------------------------------
+# ----- docs/samplers/rdmd.md, Schedules: the weights-table rows not covered by test_schedules.py -------------
 # k: (t_k, sigma_t, rho_t, step, data share, RED share, diffusion share); lambda 20, tau 0.5, sigma_y 0.05
 WEIGHT_ROWS = {
     10: (682, 10.59, 2.2e-4, 0.975, 0.975, 0.024, 0.0002),
@@ -52,7 +52,7 @@ def test_weights_table_rows(k):
     assert step * (1 + mu + rho) == pytest.approx(1.0)
 
 
-# ----- section 2: the code's defaults for rdmd_sr.py and rdmd_deblur.py -----------------------------------------
+# ----- docs/samplers/rdmd.md, presets: the code's defaults for rdmd_sr.py and rdmd_deblur.py --------------------
 SPEC_DEFAULTS = {
     "sr": {"lambda_": 20.0, "tau": 0.5, "zeta": 0.0, "steps": 100, "output": "z", "init": "bicubic"},
     "deblur": {"lambda_": 20.0, "tau": 0.5, "zeta": 0.3, "steps": 100, "output": "x0", "init": "y"},
@@ -80,7 +80,7 @@ def test_class_defaults_are_the_sr_script():
     assert tuple(hp[k] for k in keys) == (20.0, 0.5, 0.0, "z", "none")
 
 
-# ----- 1.3-1.4: the main loop against an independent float64 VP re-implementation ------------------------------
+# ----- docs/samplers/rdmd.md: the main loop against an independent float64 VP re-implementation ---------------
 class FakeEps(nn.Module):
     """A small nonlinear, timestep-dependent epsilon network (no parameters: runs in the input dtype)."""
 
@@ -113,7 +113,7 @@ def _bicubic_matrix(n_in: int, f: int) -> torch.Tensor:
 
 
 def _reference(y, A, At, z0, sigma_y01, N, zeta, output, gen, lam=20.0, tau=0.5, sf=1):
-    """rdmd.md 1.2-1.4 in VP form: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, D_theta from the eps network."""
+    """docs/samplers/rdmd.md in VP form: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, D_theta from the eps network."""
     sig = np.sqrt(1.0 - ddpm_linear_alphas_cumprod()) / np.sqrt(ddpm_linear_alphas_cumprod())  # float32
     seq = [int(v) for v in np.sqrt(np.linspace(0, 1000**2, N))]
     seq[-1] -= 1
@@ -130,7 +130,7 @@ def _reference(y, A, At, z0, sigma_y01, N, zeta, output, gen, lam=20.0, tau=0.5,
     mu = lam * (1 - tau) * sigma_y01**2
     z = z0.clone()
     # library start x = z + sigma_{t_0} n (VE), i.e. sqrt(abar_999) z + sqrt(1 - abar_999) n (VP); for deblurring
-    # the spec's start is sqrt(abar_999/abar_ty) y + sqrt(...) n (1.3), a ~1e-7 difference (rdmd.py docstring)
+    # rdmd_deblur.py starts from sqrt(abar_999/abar_ty) y + sqrt(...) n, a ~1e-7 difference (rdmd.py docstring)
     n = torch.randn(z.shape, generator=gen, dtype=torch.float32).double()
     x = math.sqrt(ABAR[999]) * z + math.sqrt(1.0 - ABAR[999]) * n
     for k in range(N):

@@ -1,4 +1,5 @@
-"""Schedules of RDMD (rdmd.md 1.2) and CM4IR (cm4ir.md 1.2) against the lists printed in the specifications."""
+"""Schedules of RDMD and CM4IR against the lists of docs/samplers/rdmd.md and docs/samplers/cm4ir.md (computed with
+the official codes' formulas)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.replace("\n", " ").replace(",", " ").split()]
 
 
-# rdmd.md 1.2 (a)
+# docs/samplers/rdmd.md, Schedules: stochastic branch
 T_K = {
     100: _ints(
         "999, 899, 857, 825, 798, 775, 753, 734, 715, 698, 682, 666, 651, 637, 623, 610, 597, 585, 573, 561, 550, "
@@ -38,7 +39,7 @@ T_K = {
     20: _ints("999, 770, 675, 602, 541, 487, 438, 393, 351, 311, 274, 239, 205, 172, 141, 111, 82, 54, 26, 0"),
 }
 
-# rdmd.md 1.2 (b), sigma_y = 0.05
+# docs/samplers/rdmd.md, Schedules: deterministic branch, sigma_y = 0.05
 T_PRIME = {
     100: _ints(
         "112,111,109,108,106,105,103,102,101,99,98,97,95,94,93,92,90,89,88,87,85,84,83,82,81,80,79,77,76,75,74,73,"
@@ -65,7 +66,7 @@ def test_rdmd_deterministic_end_noiseless_sr4():
     assert rdmd_det_timesteps(100, 0.0, sf=4)[0] == 112
 
 
-# rdmd.md 1.2 (c): lambda 20, tau 0.5, sigma_y 0.05 -> (sigma_t, rho_t, step)
+# docs/samplers/rdmd.md, Schedules: weights; lambda 20, tau 0.5, sigma_y 0.05 -> (sigma_t, rho_t, step)
 WEIGHTS = {0: (157.4, 1.0e-6, 0.976), 50: (1.173, 0.018, 0.959), 90: (0.163, 0.940, 0.509), 98: (0.030, 27.8, 0.035)}
 
 
@@ -106,7 +107,7 @@ def test_truncate_to_prior():
     assert truncate_to_prior(levels, 0.1) == 3  # nothing covered: still run the last step
 
 
-# offline.md 1.1: the MCGdiff Gaussian-mixture experiment's table and operator-adapted grid
+# docs/benchmarks/gmm.md: the MCGdiff Gaussian-mixture experiment's table and operator-adapted grid
 def test_mcgdiff_alphas_cumprod():
     abar = mcgdiff_alphas_cumprod()
     assert abar.shape == (1000,) and abar[0] == 1.0

@@ -1,4 +1,4 @@
-r"""The Gaussian-mixture benchmark kit: MCGdiff-style inverse problems with an exact posterior (offline.md 1.1, 1.4).
+r"""The Gaussian-mixture benchmark kit: MCGdiff-style inverse problems with an exact posterior (docs/benchmarks/gmm.md).
 
 :func:`mcgdiff_problem` rebuilds the MCGdiff GMM experiment (Cardoso et al., the authors' ``gmm.py`` /
 ``viz_gaussian.py`` setup): a 25-component mixture on a 5x5 grid with spacing 8, identity covariances, random
@@ -77,7 +77,7 @@ def mcgdiff_means(d_x: int, dtype: torch.dtype = torch.float64) -> Tensor:
 
 
 def mcgdiff_problem(d_x: int, d_y: int, seed: int, dtype: torch.dtype = torch.float64) -> GMMProblem:
-    """Draw the MCGdiff GMM problem for ``(d_x, d_y)`` from a generator seeded with ``seed`` (offline.md 1.1).
+    """Draw the MCGdiff GMM problem for ``(d_x, d_y)`` from a generator seeded with ``seed`` (docs/benchmarks/gmm.md).
 
     Prior: 25 components, means :func:`mcgdiff_means`, identity covariances, weights ``z^2 / sum z^2`` with
     ``z ~ N(0, I_25)``. Operator: ``A0 = randn(d_y, d_x) = U S V^T``, ``A = U diag(sort(rand(d_y), desc)) V[:d_y]``.
@@ -107,7 +107,7 @@ def mcgdiff_problem(d_x: int, d_y: int, seed: int, dtype: torch.dtype = torch.fl
 
 
 def sliced_wasserstein(a: Tensor, b: Tensor, num_slices: int = 100, generator: torch.Generator | None = None) -> float:
-    r"""Mean sliced Wasserstein-1 distance between two sample sets (MCGdiff's metric, offline.md 1.1).
+    r"""Mean sliced Wasserstein-1 distance between two sample sets (MCGdiff's metric, docs/benchmarks/gmm.md).
 
     ``SW = mean_theta W1(a theta, b theta)`` over ``num_slices`` directions ``theta ~ N(0, I)`` normalised to unit
     length. The 1-D W1 is exact for any sample sizes: ``int |F_a(t) - F_b(t)| dt`` over the merged support (for
@@ -140,5 +140,5 @@ def noise_floor(
     posterior: GaussianMixturePrior, n: int = 2000, num_slices: int = 100, generator: torch.Generator | None = None
 ) -> float:
     """SW between two independent sets of ``n`` exact samples of ``posterior``: the best score a perfect sampler
-    can expect at this sample size (report it next to every method, offline.md 1.4)."""
+    can expect at this sample size (report it next to every method, docs/benchmarks/gmm.md)."""
     return sliced_wasserstein(posterior.sample(n, generator), posterior.sample(n, generator), num_slices, generator)

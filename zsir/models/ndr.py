@@ -1,9 +1,10 @@
 r"""NDR-Restore (Yao et al., TIP 2024): Restormer with a Neural Degradation Representation on its skips.
 
-Written from the maths in ``docs/ndr.md`` (official code: github.com/mdyao/NDR-Restore, MIT); parameter names
+Written from the paper (arXiv:2310.12848) and the maths in ``docs/priors/denoisers.md`` (official code:
+github.com/mdyao/NDR-Restore, MIT); parameter names
 follow the official layout so that ``model_L.pth`` loads key for key (:meth:`NDRRestore.from_official`).
 
-Network (``docs/ndr.md`` section 1):
+Network (``docs/priors/denoisers.md``, "Architecture"):
 
 * **Backbone** - Restormer: MDTA (transposed channel attention) + GDFN (gated depthwise feed-forward), WithBias
   LayerNorm, PixelUnshuffle down / PixelShuffle up, ``levels`` resolutions, optional refinement blocks.
@@ -14,9 +15,10 @@ Network (``docs/ndr.md`` section 1):
   (factors predicted from axis-pooled features, computed with ``einsum``, never as a 5-D tensor) followed by
   the affine modulation ``f(r) * LRT(x) + g(r)``.
 * **NDR-Degrad** - an auxiliary HQ -> LQ conv U-Net whose skips are modulated by the same maps through DI
-  (training only, ``docs/ndr.md`` 1.6).
+  (training only).
 
-``residual`` switches the four residual sites of ``docs/ndr.md`` 1.7 (LRT, DI, DRL and the global output).
+``residual`` switches the four residual sites on which the official source and the authors' compiled code differ
+(LRT, DI, DRL and the global output; ``docs/priors/denoisers.md``).
 
 Two uses:
 
@@ -73,7 +75,7 @@ class NDRConfig:
         ndr_entries, ndr_dim: NDR dictionary size ``K x D``.
         dq_dim: width of the degradation maps (the official ``n_feat=64``).
         cp_rank: CP rank R of the tri-axis attention (official 16).
-        residual: the four residual sites of ``docs/ndr.md`` 1.7.
+        residual: the four residual sites (LRT, DI, DRL, global output; ``docs/priors/denoisers.md``).
         use_ndr, use_dq, use_di, use_degrad: ablation switches. ``use_dq`` needs ``use_ndr``; without DQ but
             with DI the maps are the mapped features themselves; ``use_degrad`` needs maps (DQ or DI). All off
             gives the plain Restormer-style backbone.
@@ -135,7 +137,7 @@ class NDRConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> NDRConfig:
-        """``"official"`` (27.3 M-parameter restorer, ``docs/ndr.md`` 1.1), ``"lite"`` (CPU-trainable),
+        """``"official"`` (27.3 M-parameter restorer, ``docs/priors/denoisers.md``), ``"lite"`` (CPU-trainable),
         ``"lite-plain"`` (the lite backbone with NDR, DQ, DI and Degrad switched off) or ``"tiny"`` (tests)."""
         presets = {
             "official": {},
@@ -294,7 +296,7 @@ class _AxisFactor(nn.Sequential):
 
 
 class LowRankTransform(nn.Module):
-    """Tri-axis CP attention ``LRT(x) = x * A(x)`` (``x + x * A(x)`` if ``residual``), ``docs/ndr.md`` 1.5.
+    """Tri-axis CP attention ``LRT(x) = x * A(x)`` (``x + x * A(x)`` if ``residual``), ``docs/priors/denoisers.md``.
 
     The factors are predicted from the feature: ``c = sigmoid(W_c avgpool_HW x)`` reshaped to ``(B, R, C)``,
     ``h = sigmoid(W_h avgpool_W x)`` ``(B, R, H)``, ``w = sigmoid(W_w avgpool_H x)`` ``(B, R, W)``.
@@ -321,7 +323,7 @@ class LowRankTransform(nn.Module):
 
 
 class DegradationAttention(nn.Module):
-    """DQ attention: ``softmax_K(tau q NDR^T) NDR`` per pixel, then a 1x1 projection (``docs/ndr.md`` 1.4)."""
+    """DQ attention: ``softmax_K(tau q NDR^T) NDR`` per pixel, then a 1x1 projection (``docs/priors/denoisers.md``)."""
 
     def __init__(self, dim: int, ndr_dim: int) -> None:
         super().__init__()
@@ -378,7 +380,7 @@ class DegradationInjection(nn.Module):
 
 
 class DRL(nn.Module):
-    """Degradation representation learning at one skip: mapping, DQ, DI (``docs/ndr.md`` 1.3).
+    """Degradation representation learning at one skip: mapping, DQ, DI (``docs/priors/denoisers.md``).
 
     Returns ``(skip, map)``. Without DQ the map is the mapped feature; without DI the skip is ``x``.
     """
@@ -470,7 +472,7 @@ class _ResConv(nn.Module):
 
 
 class DegradationNet(nn.Module):
-    """NDR-Degrad: HQ -> LQ conv U-Net with DI on every skip, fed by the restorer's maps (``docs/ndr.md`` 1.6).
+    """NDR-Degrad: HQ -> LQ conv U-Net with DI on every skip, fed by the restorer's maps (``docs/priors/denoisers.md``).
 
     ``forward(hq, maps) = hq + reconstruction(decoder)``. Training only. The official RCAB refinement group is
     replaced by one more residual conv block (its weights are never loaded: ``degradation_net.*`` is ignored).
@@ -511,7 +513,7 @@ class DegradationNet(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------------------------------------------
-#: Official checkpoint keys that exist but are unused in the forward pass (``docs/ndr.md`` 1.5, 5.1).
+#: Official checkpoint keys that exist but are unused in the forward pass (``docs/priors/denoisers.md``).
 OFFICIAL_IGNORE_PATTERNS = ("degradation_net.", ".fg_dwconv.", ".low_rank_transform2.")
 
 
@@ -632,7 +634,7 @@ class NDRRestore(nn.Module):
     ) -> NDRRestore:
         """Load the authors' ``model_L.pth`` (or any checkpoint in that layout) as a blind BGR restorer.
 
-        Key handling (``docs/ndr.md`` 1.5, 5.1, 8):
+        Key handling (``docs/priors/denoisers.md``, "Loading the official checkpoint"):
 
         * a ``module.`` prefix is stripped; a ``{"state_dict": ...}`` / ``{"params": ...}`` wrapper is opened;
         * ``restoration_net.dr`` is an alias of ``degradation_representations`` (either may be present; if both
@@ -641,8 +643,8 @@ class NDRRestore(nn.Module):
           ``*low_rank_transform2*``) are dropped; every other key must match exactly (``ValueError`` naming the
           file and the unexpected / missing keys).
 
-        Residual variant (``docs/ndr.md`` 1.7): the two variants share all keys, so with ``residual="auto"`` both
-        are run on a synthetic sigma = 25/255 noisy image (``probe``, RGB in [0, 1]; default: a smooth seeded
+        Residual variant (``docs/priors/denoisers.md``): the two variants share all keys, so with ``residual="auto"``
+        both are run on a synthetic sigma = 25/255 noisy image (``probe``, RGB in [0, 1]; default: a smooth seeded
         pattern) and the one with the higher PSNR is kept; it is recorded in ``model.config.residual``.
 
         Args:

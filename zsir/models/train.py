@@ -1,4 +1,4 @@
-r"""Bidirectional training of the non-blind NDR-Restore denoiser (``docs/ndr.md`` 2), and export for shipping.
+r"""Bidirectional training of the non-blind NDR-Restore denoiser (docs/priors/denoisers.md), and export for shipping.
 
 One joint step per iteration on clean patches ``x`` and ``y = x + sigma * n`` (unclipped Gaussian noise,
 ``sigma`` in [0, 1] units)::

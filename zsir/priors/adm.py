@@ -1,8 +1,8 @@
 r"""OpenAI guided-diffusion (ADM) and consistency-model checkpoints as diffusers ``UNet2DModel`` priors.
 
 :func:`openai_unet_config` turns guided-diffusion's ``create_model`` arguments into a ``UNet2DModel`` config
-(peers.md 2.4: resnet up/down-sampling blocks, scale-shift norm, ``attn_norm_num_groups=32``, [cos, sin] time
-embedding); :func:`openai_key_pairs` lists which OpenAI module becomes which diffusers module, following the
+(docs/priors/diffusion.md: resnet up/down-sampling blocks, scale-shift norm, ``attn_norm_num_groups=32``, [cos,
+sin] time embedding); :func:`openai_key_pairs` lists which OpenAI module becomes which diffusers module, following the
 order in which guided-diffusion builds ``input_blocks`` / ``middle_block`` / ``output_blocks``; and
 :func:`convert_openai_state_dict` renames the tensors and splits each attention ``qkv`` 1x1 convolution into
 ``to_q`` / ``to_k`` / ``to_v``:
@@ -85,7 +85,7 @@ def openai_unet_config(
     }
 
 
-#: Named configs: guided-diffusion arguments (rdmd.md 3.2, cm4ir.md 3.2) and the checkpoint's QKV layout.
+#: Named configs: guided-diffusion arguments of the published checkpoints, QKV layout (docs/priors/diffusion.md).
 OPENAI_CONFIGS: dict[str, tuple[dict[str, Any], str]] = {
     "ffhq256": (
         openai_unet_config(

@@ -11,7 +11,7 @@ the estimate of ``x0`` from ``x = x0 + sigma * eps``; ``sigma`` is in **[-1, 1] 
 
 Discrete-time diffusion priors also expose ``alphas_cumprod`` (the alpha-bar table, index t = 0..T-1) and
 :meth:`Prior.timestep`, the nearest table index for a VE sigma (``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``,
-exactly as in rdmd.md 1.1).
+see docs/priors/diffusion.md).
 
 Subclasses implement :meth:`Prior._denoise` on ``(B, C, H, W)`` inputs with ``sigma`` already shaped
 ``(B, 1, 1, 1)``. This base class handles sigma normalisation, padding to the network's size multiple, tiling of

@@ -10,10 +10,10 @@ The consistency function, with sigma in model units ([-1, 1] data, the units the
     c_{out}(s) = \frac{(s - \sigma_{min}) \sigma_d}{\sqrt{s^2 + \sigma_d^2}},\quad
     c_{in}(s) = \frac{1}{\sqrt{s^2 + \sigma_d^2}},
 
-with ``s = sigma`` by default. CM4IR's injection type 0 (cm4ir.md 1.4) gives the network the time of a
+with ``s = sigma`` by default. CM4IR's injection type 0 (docs/samplers/cm4ir.md) gives the network the time of a
 decoupled level ``(1 + delta) tau`` but the scalings of ``tau``: pass ``scalings_sigma=tau`` to
 :meth:`Prior.denoise` for that. The network time is a float tensor of length B, since diffusers truncates
-Python-number timesteps to integers (cm4ir.md P12).
+Python-number timesteps to integers (docs/priors/consistency.md).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class ConsistencyPrior(Prior):
         sigma_min, sigma_max, sigma_data: the model's noise range and data std (model units).
         class_labels: default class label(s) for class-conditional networks (an int or B ints); may be
             overridden per call with ``denoise(..., class_labels=...)``. Using the ground-truth class of the
-            image being restored is oracle information (cm4ir.md 3.6).
+            image being restored is oracle information (docs/priors/consistency.md).
         clip: clamp outputs to [-1, 1].
         channels, multiple, train_size, name: as in :class:`Prior`.
     """

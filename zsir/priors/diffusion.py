@@ -12,7 +12,7 @@ A network trained in variance-preserving form, ``x_t = sqrt(abar_t) x0 + sqrt(1 
    * ``sample``: ``x0`` is the output;
 4. ``x0`` clamped to [-1, 1] (guided-diffusion ``clip_denoised=True``), unless ``clip=False``.
 
-This is the ``pred_xstart`` of guided-diffusion that RDMD, DiffPIR, DDRM and DPS use (rdmd.md 1.1).
+This is the ``pred_xstart`` of guided-diffusion that RDMD, DiffPIR, DDRM and DPS use (docs/priors/diffusion.md).
 """
 
 from __future__ import annotations

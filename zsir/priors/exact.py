@@ -12,7 +12,7 @@ everything is computed in float64 and cast back to the input dtype.
   gradients plus Matheron's rule for every other operator).
 * :class:`GaussianMixturePrior`: ``p(x) = sum_k w_k N(mu_k, Sigma_k)`` with isotropic or full covariances.
   Exact VE score, Tweedie denoiser, VP helpers, sampling and the exact posterior (again a mixture) under a linear
-  Gaussian measurement (offline.md 1.5).
+  Gaussian measurement (docs/priors/exact.md).
 * :class:`GaussianConsistency`, :class:`GaussianImageConsistency`, :class:`MixtureConsistency`: exact
   consistency functions (kind ``"consistency"``) mapping ``x_sigma`` to the point ``x_{sigma_min}`` of its
   probability-flow ODE trajectory ``dx/dsigma = -sigma * score(x, sigma)``; ``f(x, sigma_min) = x``.
@@ -331,7 +331,7 @@ class GaussianImagePrior(_Float64Prior):
 # Gaussian mixture prior
 # =====================================================================================================================
 class GaussianMixturePrior(_Float64Prior):
-    r"""``p(x) = sum_k w_k N(x; mu_k, Sigma_k)`` on flattened images (offline.md 1.5 closed forms, float64).
+    r"""``p(x) = sum_k w_k N(x; mu_k, Sigma_k)`` on flattened images (closed forms in docs/priors/exact.md, float64).
 
     VE marginal: ``p_sigma = sum_k w_k N(mu_k, Sigma_k + sigma^2 I)``; the denoiser is Tweedie's
     ``D(x, sigma) = x + sigma^2 grad log p_sigma(x)``. Responsibilities use logsumexp.
@@ -551,7 +551,7 @@ class GaussianMixturePrior(_Float64Prior):
     def posterior(
         self, operator: LinearOperator | Tensor, y: Tensor, sigma_y: float | Tensor
     ) -> GaussianMixturePrior | list[GaussianMixturePrior]:
-        r"""Exact posterior ``p(x | y)`` for ``y = A x + n``, ``n ~ N(0, sigma_y^2 I)`` (Kalman form, offline.md 1.5).
+        r"""Exact posterior ``p(x | y)`` for ``y = A x + n``, ``n ~ N(0, sigma_y^2 I)`` (the Kalman form below).
 
         ``G_k = A S_k A^T + s^2 I``, ``K_k = S_k A^T G_k^{-1}``, ``m_k = mu_k + K_k (y - A mu_k)``,
         ``S~_k = S_k - K_k A S_k``, ``w~_k ∝ w_k N(y; A mu_k, G_k)``. Stable for ``sigma_y -> 0`` as long as
@@ -672,7 +672,7 @@ class GaussianImageConsistency(_ConsistencyBase):
 
 
 class MixtureConsistency(_ConsistencyBase):
-    r"""Oracle consistency function of a :class:`GaussianMixturePrior` (offline.md 1.5).
+    r"""Oracle consistency function of a :class:`GaussianMixturePrior` (docs/priors/exact.md).
 
     Integrates the VE PF-ODE ``dx/dsigma = -sigma grad log p_sigma(x)`` with the exact mixture score from
     ``sigma`` down to ``sigma_min`` (scipy ``solve_ivp``, DOP853, in ``t = log sigma``:
