@@ -90,7 +90,7 @@ def solve(
         operator: the :class:`~zsir.operators.LinearOperator` ``A``.
         sampler: registry name (``"rdmd"``, ``"cm4ir"``, ``"ddrm"``, ``"ddnm"``, ``"diffpir"``, ``"dps"``,
             ``"pnp"``) or a :class:`~zsir.samplers.Sampler` subclass.
-        prior: a :class:`~zsir.priors.Prior`, a name for :func:`zsir.load_prior`, or ``None`` for the built-in
+        prior: a :class:`~zsir.priors.Prior`, a name for :func:`~zsir.priors.load_prior`, or ``None`` for the built-in
             prior.
         sigma_y: std of the Gaussian measurement noise in **[0, 1] image units**, a float or one value per
             sample; ``None`` means noiseless (0).

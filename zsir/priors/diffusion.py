@@ -65,7 +65,7 @@ class DiscreteVPPrior(Prior):
 
     ``sigma_min`` / ``sigma_max`` are the first and last entries of the sigma table (model units). The network is
     put in eval mode with ``requires_grad_(False)``; gradients still flow to the input (DPS differentiates
-    through :meth:`denoise`), nothing here disables autograd.
+    through :meth:`~zsir.priors.base.Prior.denoise`), nothing here disables autograd.
     """
 
     def __init__(
