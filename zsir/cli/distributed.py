@@ -15,11 +15,12 @@ without its folder), read big-endian and cut to 63 bits. It never depends on the
 inputs, on the process that restores the image or on the number of processes.
 
 **Work units.** ``zsir restore`` cuts the full input list (sorted folders, files in the order given) into
-consecutive chunks of ``--batch-size`` inputs *before* skipping finished ones (:func:`chunks`); a chunk's inputs of
-the same size are restored in one solve call, which draws from the seed of its first input. A chunk is therefore
-the same for any process count and on resume, so every output is identical for 1, 2 or 8 processes (on the same
-device type: CPU and CUDA kernels round differently). With ``--batch-size 1`` (the default) each image depends on
-its own seed only. ``zsir bench`` makes one work unit of every (task, sampler, image).
+consecutive chunks of ``--batch-size`` inputs (:func:`chunks`); a chunk's inputs of the same size are restored in
+one solve call, which draws from the seed of its first input. A chunk is the same for any process count and on
+resume (a partly finished chunk is restored whole, only its missing outputs are written), so every output is
+identical for 1, 2 or 8 processes (on the same device type: CPU and CUDA kernels round differently). With
+``--batch-size 1`` (the default) each image depends on its own seed only. ``zsir bench`` makes one work unit of
+every (task, sampler, image).
 
 **Sharding and progress.** Unit ``i`` of the work list goes to process ``i mod N``. The processes advance in
 lockstep rounds of one unit each; after a round the numbers of images done are summed onto the main process, whose
@@ -41,7 +42,7 @@ import torch
 
 from zsir.cli.common import UsageError, device_from
 
-__all__ = ["image_seed", "chunks", "launched", "Processes", "processes"]
+__all__ = ["image_seed", "chunks", "to_do", "launched", "Processes", "processes"]
 
 T = TypeVar("T")
 
@@ -57,18 +58,24 @@ def image_seed(seed: int, name: str) -> int:
 
 
 def chunks(inputs: Sequence[T], todo: Sequence[tuple[T, Any]], size: int) -> list[list[tuple[T, Any]]]:
-    """The entries of ``todo`` (``(input, payload)`` pairs) in chunks of the *full* input list.
+    """The chunks of ``size`` consecutive ``inputs`` that hold an entry of ``todo`` (``(input, payload)`` pairs).
 
-    Chunk ``k`` holds the entries of ``inputs[k * size : (k + 1) * size]`` that are still to do (empty chunks are
-    dropped), so a chunk never depends on which inputs a resumed run skips.
+    A chunk lists all its inputs, each with its payload, or with ``None`` when it is not to do (finished): a
+    resumed run restores a partly finished batch whole, so the batch and its outputs stay the same, and writes
+    only the missing ones.
     """
     payload = dict(todo)
     out = []
     for start in range(0, len(inputs), size):
-        chunk = [(x, payload[x]) for x in inputs[start : start + size] if x in payload]
-        if chunk:
+        chunk = [(x, payload.get(x)) for x in inputs[start : start + size]]
+        if any(p is not None for _, p in chunk):
             out.append(chunk)
     return out
+
+
+def to_do(chunk: Sequence[tuple[Any, Any]]) -> int:
+    """The number of entries of a chunk that are to do (for the progress bar)."""
+    return sum(p is not None for _, p in chunk)
 
 
 def launched() -> bool:

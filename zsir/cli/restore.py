@@ -256,13 +256,15 @@ def run(args) -> int:
                 fail(it["path"], err)
             return
         for b, it in enumerate(items):
+            if it["files"] is None:  # finished: restored again only to keep its batch the same
+                continue
             try:
                 _write_outputs(it, res.samples[:, b].cpu(), res, args, task, setup, len(items))
             except Exception as err:
                 fail(it["path"], err)
 
     try:
-        for chunk in procs.run(distributed.chunks(inputs, plan, args.batch_size), bar):
+        for chunk in procs.run(distributed.chunks(inputs, plan, args.batch_size), bar, distributed.to_do):
             for path, files in chunk:
                 try:
                     item = _prepare(path, task, args, setup.prior.channels)
