@@ -8,6 +8,7 @@ in-process run, the one-process reference.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ pytest.importorskip("accelerate")
 RESTORE = ["--task", "sr2", "--simulate", "--sampler", "ddrm", "--steps", "2", "--device", "cpu", "--no-progress"]
 BATCHED = [*RESTORE, "--batch-size", "4"]  # chunks im0-im3 and im4-im5: one per process
 SLOW_RESTORE = [*(a if a != "2" else "20" for a in RESTORE), "--batch-size", "2"]  # time to interrupt a run
+SCORES = ("metrics", "image_seed", "nfe", "batch_size", "params")
 BENCH = ["--tasks", "sr2", "--samplers", "ddrm", "--steps", "2", "--device", "cpu", "--no-progress"]
 
 
@@ -163,6 +165,9 @@ def test_two_processes_write_every_output_once_identical_to_one_process(images, 
     proc = _launch(2, ["restore", str(images), "-o", str(out), *BATCHED])
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())  # no temp files
     assert _pngs(out) == _pngs(reference)
+    for rec in reference.glob("*.json"):
+        mine, theirs = json.loads((out / rec.name).read_text()), json.loads(rec.read_text())
+        assert {k: mine[k] for k in SCORES} == {k: theirs[k] for k in SCORES}
     assert "2 process(es) on cpu, cpu: 6 image(s)" in proc.stderr and proc.stderr.count("restored into") == 1
 
 
