@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,10 +51,18 @@ def _restore_in_process(images: Path, out: Path, args: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(images, tmp_path_factory) -> Path:
-    """The one-process run (plain ``zsir restore``, no launcher) in batches of 4."""
+def broken(tmp_path_factory) -> Path:
+    """An input that fails (not an image), the last of the second batch."""
+    path = tmp_path_factory.mktemp("broken") / "broken.png"
+    path.write_bytes(b"not a PNG")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(images, broken, tmp_path_factory) -> Path:
+    """The one-process run (plain ``zsir restore``, no launcher) in batches of 4, one input failing."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    _restore_in_process(images, out, BATCHED)
+    assert main(["restore", str(images), str(broken), "-o", str(out), *BATCHED]) == 1
     return out
 
 
@@ -88,9 +97,9 @@ def _launch_cmd(n: int, argv: list[str]) -> list[str]:
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-def _launch(n: int, argv: list[str]) -> subprocess.CompletedProcess:
+def _launch(n: int, argv: list[str], ok: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(_launch_cmd(n, argv), env=_ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
     return proc
 
 
@@ -150,6 +159,20 @@ def test_subset_and_order_do_not_change_an_image(images, tmp_path):
     assert _pngs(one) != {k.replace("im4", "im1"): v for k, v in _pngs(two).items() if k.startswith("im4")}
 
 
+def test_resume_restores_a_partly_finished_batch_whole(images, tmp_path):
+    batched = [*RESTORE, "--batch-size", "2"]
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    pair = [str(images / "im0.png"), str(images / "im1.png")]
+    assert main(["restore", *pair, "-o", str(ref), *batched]) == 0
+    out.mkdir()
+    for p in ref.glob("im0*"):  # a run interrupted after the first set of the batch
+        shutil.copy2(p, out / p.name)
+    before = _stats(out)
+    assert main(["restore", *pair, "-o", str(out), *batched, "--resume"]) == 0
+    assert {k: v for k, v in _stats(out).items() if k in before} == before
+    assert _pngs(out) == _pngs(ref)
+
+
 def test_launcher_without_accelerate_names_the_extra(images, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setitem(sys.modules, "accelerate", None)  # import accelerate raises ImportError
@@ -160,15 +183,17 @@ def test_launcher_without_accelerate_names_the_extra(images, tmp_path, monkeypat
 
 
 # ----- real launches --------------------------------------------------------------------------------------------
-def test_two_processes_write_every_output_once_identical_to_one_process(images, reference, tmp_path):
+def test_two_processes_write_every_output_once_identical_to_one_process(images, broken, reference, tmp_path):
     out = tmp_path / "out"
-    proc = _launch(2, ["restore", str(images), "-o", str(out), *BATCHED])
+    proc = _launch(2, ["restore", str(images), str(broken), "-o", str(out), *BATCHED], ok=False)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())  # no temp files
     assert _pngs(out) == _pngs(reference)
     for rec in reference.glob("*.json"):
         mine, theirs = json.loads((out / rec.name).read_text()), json.loads(rec.read_text())
         assert {k: mine[k] for k in SCORES} == {k: theirs[k] for k in SCORES}
-    assert "2 process(es) on cpu, cpu: 6 image(s)" in proc.stderr and proc.stderr.count("restored into") == 1
+    assert len(list(out.glob("*.json"))) == 6
+    assert proc.stderr.count("restored into") == 1 and "2 process(es) on cpu, cpu: 6 image(s)" in proc.stderr
+    assert proc.stderr.count("zsir: 1 of 7 input(s) failed:") == 1 and f"  {broken}: " in proc.stderr
 
 
 @pytest.mark.slow

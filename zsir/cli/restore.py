@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -248,15 +249,18 @@ def run(args) -> int:
 
     def flush(key: tuple) -> None:
         items = pending.pop(key)
+        todo = [it["files"] is not None for it in items]  # the others are finished: restored again only to keep
+        if not any(todo):  # their batch the same (--resume)
+            return
         try:
             y = torch.cat([it["y"] for it in items])
             res = solve(y, items[0]["op"], setup, args, args.steps, pd, args.preset, args.num_samples, items[0]["seed"])
         except Exception as err:
-            for it in items:
+            for it in compress(items, todo):
                 fail(it["path"], err)
             return
         for b, it in enumerate(items):
-            if it["files"] is None:  # finished: restored again only to keep its batch the same
+            if not todo[b]:
                 continue
             try:
                 _write_outputs(it, res.samples[:, b].cpu(), res, args, task, setup, len(items))
@@ -284,10 +288,10 @@ def run(args) -> int:
     summary = procs.summary(len(plan) - len(failures), time.perf_counter() - start)
     if not procs.is_main:
         return 1 if failures else 0
+    note(f"restored into {args.output}: {summary}")
     if failures:
         print(f"zsir: {len(failures)} of {len(plan)} input(s) failed:", file=sys.stderr)
         for path, msg in failures:
             print(f"  {path}: {msg}", file=sys.stderr)
         return 1
-    note(f"restored into {args.output}: {summary}")
     return 0
