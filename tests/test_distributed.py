@@ -184,6 +184,21 @@ def test_launcher_without_accelerate_names_the_extra(images, tmp_path, monkeypat
     assert not (tmp_path / "o").exists()
 
 
+def test_accelerate_cpu_flag_with_several_processes_is_explained(images, tmp_path, monkeypatch, capsys):
+    from accelerate.state import PartialState
+
+    # what `accelerate launch --cpu --num_processes 2` hands its single process (verified with accelerate 1.16)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    try:
+        assert main(["restore", str(images / "im0.png"), "-o", str(tmp_path / "o"), *RESTORE]) == 0
+    finally:
+        PartialState._reset_state()
+    err = capsys.readouterr().err
+    assert "started a single process" in err and "--multi_gpu" in err and "1 process(es) on cpu" in err
+
+
 # ----- real launches --------------------------------------------------------------------------------------------
 def test_two_processes_write_every_output_once_identical_to_one_process(images, broken, reference, tmp_path):
     out = tmp_path / "out"

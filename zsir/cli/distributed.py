@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from zsir.cli.common import UsageError, device_from
+from zsir.cli.common import UsageError, device_from, note
 
 __all__ = ["image_seed", "chunks", "to_do", "launched", "Processes", "processes"]
 
@@ -163,6 +163,12 @@ def processes(args) -> Processes:
         ) from None
     cpu = device.type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     state = PartialState(cpu=cpu)
+    if state.num_processes == 1 and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+        note(
+            "accelerate launch --cpu --num_processes N started a single process (accelerate starts several CPU "
+            "processes only through mpirun); for N CPU processes use accelerate launch --multi_gpu "
+            "--num_processes N ... --device cpu, or torchrun --nproc_per_node N -m zsir ... --device cpu"
+        )
     if state.process_index != 0:
         args.no_progress = True
     return Processes(state.process_index, state.num_processes, torch.device("cpu") if cpu else state.device, state)
