@@ -1,4 +1,11 @@
-"""``zsir bench``: score samplers on a folder of clean images (simulate mode), one markdown table and a CSV."""
+"""``zsir bench``: score samplers on a folder of clean images (simulate mode): ``bench.md`` (a summary and one
+markdown table), ``bench.csv`` (the table) and ``bench_images.csv`` (one row per task, sampler and image).
+
+Image ``NAME`` is degraded and restored with its own seed (:func:`zsir.cli.distributed.image_seed`), so the scores
+are the same for any number of processes: ``accelerate launch -m zsir bench ...`` shares the (task, sampler, image)
+runs between processes and gathers the scores onto the main process, which writes the files; the summary line
+records the number of processes, their devices and the throughput.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import csv
 import io
 import math
 import sys
+import time
 from pathlib import Path
 
 from torch import Tensor
@@ -13,12 +21,12 @@ from tqdm.auto import tqdm
 
 import zsir
 from zsir import io as zio
+from zsir.cli import distributed
 from zsir.cli.common import (
     Setup,
     UsageError,
     add_solver_options,
     check_params,
-    device_from,
     images_in,
     load_prior,
     positive_int,
@@ -30,6 +38,8 @@ from zsir.cli.common import (
 )
 
 _BENCH_COLUMNS = ["task", "sampler", "images", "psnr", "ssim", "lpips", "haarpsi", "mdsi", "nfe", "seconds"]
+_METRICS = ("psnr", "ssim", "lpips", "haarpsi", "mdsi")
+_IMAGE_COLUMNS = ["task", "sampler", "image", "image_seed", *_METRICS, "nfe", "seconds"]
 
 
 def add_parser(sub) -> None:
@@ -56,6 +66,15 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _csv(columns: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
 def run(args) -> int:
     samplers = [sampler_class(s.strip()).name for s in args.samplers.split(",") if s.strip()]
     tasks = [task_from(t.strip()) for t in args.tasks.split(",") if t.strip()]
@@ -67,47 +86,56 @@ def run(args) -> int:
     if not args.dataset.is_dir():
         raise UsageError(f"--dataset: {args.dataset} is not a folder")
     images = images_in([args.dataset])[: args.limit]
-    md, csv_path = args.output / "bench.md", args.output / "bench.csv"
-    for p in (md, csv_path):
+    md, csv_path, per_image = args.output / "bench.md", args.output / "bench.csv", args.output / "bench_images.csv"
+    for p in (md, csv_path, per_image):
         if p.exists() and not args.overwrite:
             raise UsageError(f"output file already exists: {p}; pass --overwrite to replace it")
     pd = 0.5 if args.pd is None else args.pd
-    device = device_from(args.device)
+    procs = distributed.processes(args)
+    device = procs.device
     setup = Setup("", load_prior(args.prior, device, args.dtype), args.prior, device, params)
-    clean = [(p, zio.read_image(p, channels=setup.prior.channels)) for p in images]
 
-    rows, failures, unavailable = [], [], {}
-    bar = tqdm(total=len(tasks) * len(samplers) * len(clean), desc="zsir bench", unit="run", disable=args.no_progress)
-    for task in tasks:
-        for sampler in samplers:
-            setup.sampler = sampler
-            acc: dict[str, list[float]] = {k: [] for k in _BENCH_COLUMNS[3:]}
-            for path, img in clean:
-                try:
-                    x = _centre_crop(img, args.crop, task.factor)
-                    op, y = simulate(x, task, args.sigma_y, args.seed)
-                    res = solve(y, op, setup, args, args.steps, pd)
-                    metrics, why = score(res.x.cpu(), x)
-                except Exception as err:
-                    failures.append(f"{task.name}/{sampler}/{path.name}: {type(err).__name__}: {err}")
-                    tqdm.write(f"zsir: error: {failures[-1]}", file=sys.stderr)
-                    bar.update(1)
-                    continue
-                unavailable.update(why)
-                for k in ("psnr", "ssim", "lpips", "haarpsi", "mdsi"):
-                    acc[k].append(math.nan if metrics[k] is None else metrics[k])
-                acc["nfe"].append(float(res.nfe))
-                acc["seconds"].append(res.seconds)
-                bar.update(1)
-            n = len(acc["nfe"])
-            mean = {k: (sum(v) / n if n else None) for k, v in acc.items()}
-            rows.append({"task": task.name, "sampler": sampler, "images": n, **mean})
+    jobs = [(t, s, i) for t in range(len(tasks)) for s in range(len(samplers)) for i in range(len(images))]
+    done, failures, unavailable = [], [], {}
+    bar = tqdm(total=len(jobs), desc="zsir bench", unit="run", disable=args.no_progress)
+    start = time.perf_counter()
+    for job in procs.run(jobs, bar, size=lambda _: 1):
+        task, sampler, path = tasks[job[0]], samplers[job[1]], images[job[2]]
+        setup.sampler = sampler
+        seed = distributed.image_seed(args.seed, path.name)
+        try:
+            x = _centre_crop(zio.read_image(path, channels=setup.prior.channels), args.crop, task.factor)
+            op, y = simulate(x, task, args.sigma_y, seed)
+            res = solve(y, op, setup, args, args.steps, pd, seed=seed)
+            metrics, why = score(res.x.cpu(), x)
+        except Exception as err:
+            failures.append((job, f"{task.name}/{sampler}/{path.name}: {type(err).__name__}: {err}"))
+            tqdm.write(f"zsir: error: {failures[-1][1]}", file=sys.stderr)
+            continue
+        unavailable.update(why)
+        row = {"task": task.name, "sampler": sampler, "image": path.name, "image_seed": seed}
+        row.update({k: math.nan if metrics[k] is None else metrics[k] for k in _METRICS})
+        done.append((job, {**row, "nfe": float(res.nfe), "seconds": res.seconds}))
     bar.close()
+    done = sorted(procs.gather(done), key=lambda d: d[0])  # the order of one process's loop
+    failures = [msg for _, msg in sorted(procs.gather(failures))]
+    unavailable = dict(kv for part in procs.gather([unavailable]) for kv in part.items())
+    summary = procs.summary(len(done), time.perf_counter() - start)
+    if not procs.is_main:
+        return 1 if failures else 0
+
+    rows = []
+    for t, task in enumerate(tasks):
+        for s, sampler in enumerate(samplers):
+            runs = [r for (jt, js, _), r in done if (jt, js) == (t, s)]
+            n = len(runs)
+            mean = {k: (sum(r[k] for r in runs) / n if n else None) for k in _BENCH_COLUMNS[3:]}
+            rows.append({"task": task.name, "sampler": sampler, "images": n, **mean})
 
     head = (
-        f"zsir {zsir.__version__} bench: {len(clean)} image(s) from {args.dataset}, prior {args.prior}, "
+        f"zsir {zsir.__version__} bench: {len(images)} image(s) from {args.dataset}, prior {args.prior}, "
         f"sigma_y {args.sigma_y:g} ([0, 1] units), pd {pd:g}, steps {args.steps or 'sampler default'}, "
-        f"seed {args.seed}, device {device}"
+        f"seed {args.seed} (per image: zsir.cli.distributed.image_seed); {summary}"
     )
     names = ["task", "sampler", "images", "PSNR", "SSIM", "LPIPS", "HaarPSI", "MDSI", "NFE", "s/image"]
     lines = [head, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
@@ -129,13 +157,9 @@ def run(args) -> int:
         lines += [""] + [f"- {k} n/a: {v}" for k, v in sorted(unavailable.items())]
     if failures:
         lines += ["", "Failed runs:"] + [f"- {f}" for f in failures]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_BENCH_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
     args.output.mkdir(parents=True, exist_ok=True)
     zio.write_text(md, "\n".join(lines) + "\n")
-    zio.write_text(csv_path, buf.getvalue())
+    zio.write_text(csv_path, _csv(_BENCH_COLUMNS, rows))
+    zio.write_text(per_image, _csv(_IMAGE_COLUMNS, [r for _, r in done]))
     print("\n".join(lines))
     return 1 if failures else 0

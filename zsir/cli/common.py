@@ -209,7 +209,9 @@ def solve(
     pd: float | None,
     preset: str | None = None,
     num_samples: int = 1,
+    seed: int | None = None,
 ):
+    """:func:`zsir.solve` with the command's options; the sampler draws from ``seed`` (default ``--seed``)."""
     return zsir.solve(
         y.to(setup.device),
         op,
@@ -220,7 +222,7 @@ def solve(
         steps=steps,
         preset=preset,
         num_samples=num_samples,
-        generator=args.seed,
+        generator=args.seed if seed is None else seed,
         progress=not args.no_progress,
         return_result=True,
         **setup.params,

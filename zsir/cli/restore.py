@@ -16,6 +16,12 @@ samples, each sample as ``NAME_s<k>.png``), ``OUT/NAME_grid.png`` (measurement |
 outputs are never replaced without ``--overwrite``; ``--resume`` skips inputs whose outputs are complete. A failing
 input is reported and the batch goes on; the exit code is then 1. Usage errors exit with 2.
 
+**Seeds and processes.** Input ``NAME.*`` draws from its own seed, a stable hash of ``--seed`` and its file name
+(:func:`zsir.cli.distributed.image_seed`); a batch of ``--batch-size`` inputs draws from its first input's seed,
+and batches are cut from the full input list, so the outputs never depend on which inputs are skipped or on the
+number of processes. ``accelerate launch -m zsir restore ...`` shares the inputs between processes
+(:mod:`zsir.cli.distributed`).
+
 Every restoration goes through :func:`zsir.solve`.
 """
 
@@ -24,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +41,12 @@ from tqdm.auto import tqdm
 
 import zsir
 from zsir import io as zio
+from zsir.cli import distributed
 from zsir.cli.common import (
     Setup,
     UsageError,
     add_solver_options,
     check_params,
-    device_from,
     images_in,
     jsonable,
     load_prior,
@@ -120,7 +128,8 @@ def _plan(args, inputs: list[Path]) -> list[tuple[Path, dict[str, Path]]]:
 
 
 def _prepare(path: Path, task: Task, args, channels: int) -> dict[str, Any]:
-    """Read one input and build its measurement: {y, op, x (ground truth or None), key}."""
+    """Read one input and build its measurement: {y, op, x (ground truth or None), seed (the image's own)}."""
+    seed = distributed.image_seed(args.seed, path.name)
     raw = zio.read_image(path)
     if args.simulate:
         if float(raw.min()) < 0 or float(raw.max()) > 1:
@@ -131,8 +140,8 @@ def _prepare(path: Path, task: Task, args, channels: int) -> dict[str, Any]:
             if raw.shape[1] != channels:
                 note(f"{path}: {raw.shape[1]}-channel image converted to {channels} channel(s) for the prior")
             x = zio.to_channels(raw, channels)
-        op, y = simulate(x, task, args.sigma_y, args.seed)
-        return {"x": x, "y": y, "op": op}
+        op, y = simulate(x, task, args.sigma_y, seed)
+        return {"x": x, "y": y, "op": op, "seed": seed}
     want = 1 if task.kind == "colorize" else channels
     if raw.shape[1] != want:
         note(
@@ -140,11 +149,11 @@ def _prepare(path: Path, task: Task, args, channels: int) -> dict[str, Any]:
             f"({'channel mean' if want == 1 else 'grey replicated'})"
         )
     y = zio.to_channels(raw, want)
-    op = task.operator(task.x_size(tuple(y.shape[-2:])), seed=args.seed)
+    op = task.operator(task.x_size(tuple(y.shape[-2:])), seed=seed)
     op.check_y(y)
     if task.kind == "inpaint":
         y = op.A(y)  # whatever the file holds in the holes is not a measurement
-    return {"x": None, "y": y, "op": op}
+    return {"x": None, "y": y, "op": op, "seed": seed}
 
 
 def _write_outputs(item: dict[str, Any], samples: Tensor, res, args, task: Task, setup: Setup, batch: int) -> None:
@@ -182,6 +191,7 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
         "preset": args.preset,
         "steps": res.steps,
         "seed": args.seed,
+        "image_seed": item["seed"],
         "num_samples": args.num_samples,
         "batch_size": batch,
         "device": str(setup.device),
@@ -215,17 +225,20 @@ def run(args) -> int:
     pd = 0.5 if args.pd is None and args.preset is None else args.pd
     args.pd = pd
     inputs = images_in(args.inputs)
+    procs = distributed.processes(args)
     plan = _plan(args, inputs)
     if not plan:
         note(f"all {len(inputs)} input(s) are complete in {args.output} (--resume); nothing to do")
         return 0
-    device = device_from(args.device)
+    procs.wait()  # every process planned before any writes
+    device = procs.device
     setup = Setup(sampler_cls.name, load_prior(args.prior, device, args.dtype), args.prior, device, params)
     args.output.mkdir(parents=True, exist_ok=True)
 
     failures: list[tuple[Path, str]] = []
     pending: dict[tuple, list[dict[str, Any]]] = {}
     bar = tqdm(total=len(plan), desc="zsir restore", unit="image", disable=args.no_progress)
+    start = time.perf_counter()
 
     def fail(path: Path, err: BaseException) -> None:
         failures.append((path, f"{type(err).__name__}: {err}"))
@@ -236,43 +249,49 @@ def run(args) -> int:
 
     def flush(key: tuple) -> None:
         items = pending.pop(key)
+        todo = [it["files"] is not None for it in items]  # the others are finished: restored again only to keep
+        if not any(todo):  # their batch the same (--resume)
+            return
         try:
             y = torch.cat([it["y"] for it in items])
-            res = solve(y, items[0]["op"], setup, args, args.steps, pd, args.preset, args.num_samples)
+            res = solve(y, items[0]["op"], setup, args, args.steps, pd, args.preset, args.num_samples, items[0]["seed"])
         except Exception as err:
-            for it in items:
+            for it in compress(items, todo):
                 fail(it["path"], err)
-            bar.update(len(items))
             return
         for b, it in enumerate(items):
+            if not todo[b]:
+                continue
             try:
                 _write_outputs(it, res.samples[:, b].cpu(), res, args, task, setup, len(items))
             except Exception as err:
                 fail(it["path"], err)
-            bar.update(1)
 
     try:
-        for path, files in plan:
-            try:
-                item = _prepare(path, task, args, setup.prior.channels)
-            except Exception as err:
-                fail(path, err)
-                bar.update(1)
-                continue
-            item.update(path=path, files=files)
-            key = (tuple(item["y"].shape[1:]), tuple((item["x"] if item["x"] is not None else item["y"]).shape))
-            pending.setdefault(key, []).append(item)
-            if len(pending[key]) >= args.batch_size:
+        for chunk in procs.run(distributed.chunks(inputs, plan, args.batch_size), bar, distributed.to_do):
+            for path, files in chunk:
+                try:
+                    item = _prepare(path, task, args, setup.prior.channels)
+                except Exception as err:
+                    fail(path, err)
+                    continue
+                item.update(path=path, files=files)
+                key = (tuple(item["y"].shape[1:]), tuple((item["x"] if item["x"] is not None else item["y"]).shape))
+                if task.random:  # one operator per image
+                    key += (item["seed"],)
+                pending.setdefault(key, []).append(item)
+            for key in list(pending):
                 flush(key)
-        for key in list(pending):
-            flush(key)
     finally:
         bar.close()
-    done = len(plan) - len(failures)
+    failures = procs.gather(failures)
+    summary = procs.summary(len(plan) - len(failures), time.perf_counter() - start)
+    if not procs.is_main:
+        return 1 if failures else 0
+    note(f"restored into {args.output}: {summary}")
     if failures:
         print(f"zsir: {len(failures)} of {len(plan)} input(s) failed:", file=sys.stderr)
         for path, msg in failures:
             print(f"  {path}: {msg}", file=sys.stderr)
         return 1
-    note(f"restored {done} image(s) into {args.output}")
     return 0
