@@ -23,6 +23,7 @@ failure (or Ctrl-C) while writing leaves no temporary file behind.
 
 from __future__ import annotations
 
+import glob
 import io
 import math
 import os
@@ -44,6 +45,8 @@ __all__ = [
     "write_image",
     "image_bytes",
     "atomic_write",
+    "stage_file",
+    "temp_glob",
     "write_text",
     "to_channels",
     "grid_image",
@@ -59,9 +62,9 @@ _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (gr
 def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
     """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` atomically.
 
-    The content goes to a hidden temporary file beside ``path`` (``.<name>.<random>.tmp``), is fsync'ed, and
-    replaces ``path`` in one :func:`os.replace`. On any exception (including KeyboardInterrupt) the temporary file
-    is removed and ``path`` is left as it was.
+    The content goes to a hidden temporary file beside ``path`` (``.<name>.<random>.tmp``, see
+    :func:`stage_file`), is fsync'ed, and replaces ``path`` in one :func:`os.replace`. On any exception (including
+    KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -69,6 +72,23 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, 
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    tmp = stage_file(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def stage_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``data`` to a new hidden temporary file ``.<name>.<random>.tmp`` beside ``path`` and return its path.
+
+    The file is flushed, fsync'ed and given the usual permissions (umask), ready to be renamed onto ``path`` with
+    :func:`os.replace`. On any exception it is removed again. Only a kill (SIGKILL, power loss) can leave such a
+    file behind; :func:`temp_glob` matches them.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -80,11 +100,15 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, 
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give outputs the usual permissions
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return Path(tmp)
+
+
+def temp_glob(name: str) -> str:
+    """Glob pattern of the temporary files :func:`stage_file` creates for a destination file called ``name``."""
+    return f".{glob.escape(name)}.*.tmp"
 
 
 def _umask() -> int:
