@@ -381,23 +381,32 @@ def grid_image(
             resized to ``size = (H, W)`` with nearest neighbour, so a low-resolution measurement shows its pixels.
             Panels narrower than 160 px are enlarged by an integer factor so that the labels fit.
         captions: optional text under each panel (e.g. metrics).
+
+    Labels use Pillow's built-in scalable font (no font file needed) at a size that grows with the panel: about
+    1/24 of its width, at least 12 px; a label too long for its panel is shrunk to fit, down to 8 px.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     scale = max(1, math.ceil(160 / size[1]))
     h, w = size[0] * scale, size[1] * scale
-    label_h, pad = 14, 4
+    font_px = max(12, w // 24)
+    texts = [label for label, _ in panels] + list(captions or [])
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    while font_px > 8 and max(probe.textlength(t, font=ImageFont.load_default(size=font_px)) for t in texts) > w:
+        font_px -= 1
+    font = ImageFont.load_default(size=font_px)
+    label_h, pad = font_px + font_px // 3, max(4, font_px // 3)
     cap_h = label_h if captions else 0
     canvas = Image.new("RGB", (len(panels) * (w + pad) + pad, h + label_h + cap_h + 2 * pad), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (label, img) in enumerate(panels):
         x0 = pad + i * (w + pad)
-        draw.text((x0, pad), label, fill="black")
+        draw.text((x0, pad), label, fill="black", font=font)
         t = img.detach().float().cpu().clamp(0, 1).expand(3, -1, -1)
         arr = (t * 255).round().byte().permute(1, 2, 0).numpy()
         canvas.paste(Image.fromarray(arr).resize((w, h), Image.NEAREST), (x0, pad + label_h))
         if captions:
-            draw.text((x0, pad + label_h + h + 1), captions[i], fill="black")
+            draw.text((x0, pad + label_h + h + 1), captions[i], fill="black", font=font)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
