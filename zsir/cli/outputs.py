@@ -10,9 +10,10 @@ image files renamed into place (:func:`os.replace`, atomic per file) and ``NAME.
 exists.
 
 **What a kill can leave.** A SIGKILL or power loss while the files are written leaves hidden ``.NAME*.tmp`` files
-and no new visible file; one during the few renames at the end leaves some of the set's images without
-``NAME.json``, an incomplete set. Never a truncated visible file, and never a ``NAME.json`` whose images are
-missing or older. ``--resume`` deletes both kinds of leftovers and restores those inputs again.
+(or ``.zsir-write-probe.*.tmp`` during the write probe) and no new visible file; one during the few renames at
+the end (microseconds) leaves some of the set's images without ``NAME.json``: an incomplete set. Never a
+truncated visible file, and never a ``NAME.json`` whose images are missing or older. ``--resume`` deletes both
+kinds of leftovers and restores those inputs again.
 
 **Resume** (:func:`plan`): ``NAME.json`` records the parameters that determine the output (:func:`request`); a
 complete set made with other parameters is not silently kept: ``--resume`` refuses and names the differences,
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 PROBE_BYTES = 1 << 20  # written once to the output folder before any restoration
+PROBE_NAME = "zsir-write-probe"  # staged as .zsir-write-probe.<random>.tmp and deleted at once
 
 
 def set_files(outdir: Path, stem: str, num_samples: int) -> dict[str, Path]:
@@ -170,6 +172,7 @@ def plan(inputs: list[Path], outdir: Path, wanted: dict[str, Any], *, resume: bo
                     out.complete += 1
                     continue
                 changed.append(f"{files['json'].name}: {', '.join(diff)}")
+                continue  # kept as it is: the plan is refused below
             for p in files.values():  # an incomplete set: its files are leftovers of a killed run
                 p.unlink(missing_ok=True)
         elif overwrite:
@@ -177,6 +180,10 @@ def plan(inputs: list[Path], outdir: Path, wanted: dict[str, Any], *, resume: bo
         else:
             existing += [p for p in files.values() if p.exists()]
         out.todo.append((path, files))
+    if resume:
+        for tmp in outdir.glob(zio.temp_glob(PROBE_NAME)):  # a kill during the write probe
+            tmp.unlink(missing_ok=True)
+            out.cleared += 1
     if changed:
         more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
         raise UsageError(
@@ -213,7 +220,8 @@ def publish(files: dict[str, Path], contents: dict[str, bytes]) -> None:
         for name in stale:  # e.g. sample files of an earlier run with more samples
             (files["json"].parent / Path(name).name).unlink(missing_ok=True)
         for key, path in files.items():
-            os.replace(staged.pop(key), path)
+            os.replace(staged[key], path)
+            del staged[key]
             published.append(path)
     except BaseException:
         for tmp in staged.values():
@@ -260,7 +268,7 @@ def check_writable(outdir: Path, need_bytes: int = 0) -> None:
     created = [p for p in [outdir, *outdir.parents] if not p.exists()]
     try:
         outdir.mkdir(parents=True, exist_ok=True)
-        zio.stage_file(outdir / "zsir-write-probe", bytes(PROBE_BYTES)).unlink()
+        zio.stage_file(outdir / PROBE_NAME, bytes(PROBE_BYTES)).unlink(missing_ok=True)
         free = shutil.disk_usage(outdir).free
     except OSError as err:
         raise UsageError(
