@@ -1,8 +1,8 @@
 """Property-based tests (Hypothesis) of the operator and image-reading boundaries: shapes, dtypes, ranges, sizes.
 
 Each property is checked on a few dozen generated cases (small ``max_examples``, no deadline) so the file stays
-fast (``ZSIR_HYPOTHESIS_EXAMPLES=300`` runs more); the expected values come from definitions (adjoint identity, shape rules, the [0, 1] convention, exact
-integer quantisation), not from the code under test.
+fast (``ZSIR_HYPOTHESIS_EXAMPLES=300`` runs more); the expected values come from definitions (adjoint identity,
+shape rules, the [0, 1] convention, exact integer quantisation), not from the code under test.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from zsir import io as zio
 from zsir import operators as ops
 
 FAST = settings(
+    max_examples=int(os.environ.get("ZSIR_HYPOTHESIS_EXAMPLES", 25)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
     max_examples=int(os.environ.get("ZSIR_HYPOTHESIS_EXAMPLES", 25)),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
