@@ -25,10 +25,6 @@ FAST = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-    max_examples=int(os.environ.get("ZSIR_HYPOTHESIS_EXAMPLES", 25)),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
 
 
 @st.composite
