@@ -7,13 +7,9 @@ checkpoints, CLI messages and help, the priors listing, and a fault-injection te
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -422,74 +418,21 @@ def test_load_prior_missing_local_path_says_no_such_file(tmp_path):
 
 
 # ----- fault injection: SIGKILL at seeded random moments ----------------------------------------------------------
-def _batch(tmp_path: Path, n: int, size: int) -> tuple[Path, list[str]]:
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(n):
-        _image(src / f"img{i}.png", size=size, seed=i)
-    return src, ["restore", str(src), "--task", "sr2", "--simulate", "--sigma-y", "0.05", *FAST]
+def _probes():
+    spec = importlib.util.spec_from_file_location("zsir_probes", Path(__file__).parents[1] / "benchmarks" / "probes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _check_sets(out: Path, n: int) -> int:
-    """Every set is complete, or has no visible file but (within the documented rename window) images without a
-    JSON; no visible PNG is truncated. Returns the number of complete sets."""
-    complete = 0
-    for i in range(n):
-        files = outputs.set_files(out, f"img{i}", 1)
-        present = [p for p in files.values() if p.exists()]
-        for p in present:
-            if p.suffix == ".png":
-                zio.read_image(p)  # decodes: never a partial file
-        if outputs.is_complete(files):
-            complete += 1
-        else:
-            assert files["json"] not in present, f"{files['json']} without its images"
-    return complete
-
-
-def _kill_runs(tmp_path: Path, n_images: int, size: int, kills: int, seed: int) -> None:
-    src, argv = _batch(tmp_path, n_images, size)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same single-thread arithmetic in this process and the killed ones
-    try:
-        ref = tmp_path / "ref"
-        t0 = time.perf_counter()
-        assert main([*argv, "-o", str(ref)]) == 0
-        duration = time.perf_counter() - t0
-        out = tmp_path / "out"
-        rng = random.Random(seed)
-        for k in range(kills):
-            cmd = [sys.executable, "-m", "zsir", *argv, "-o", str(out)] + (["--resume"] if k else [])
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 120
-            while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)  # the folder appears once the prior is loaded: restoration starts
-            time.sleep(rng.uniform(0, duration))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            if out.exists():
-                _check_sets(out, n_images)
-        assert main([*argv, "-o", str(out), "--resume"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert _check_sets(out, n_images) == n_images and _hidden(out) == []
-    assert _visible(out) == _visible(ref)
-    for name in _visible(ref):
-        if name.endswith(".png"):
-            assert (out / name).read_bytes() == (ref / name).read_bytes(), name
-        else:
-            a, b = (json.loads((d / name).read_text()) for d in (out, ref))
-            for rec in (a, b):
-                for key in ("seconds", "batch_seconds"):
-                    rec.pop(key)
-            assert a == b
-
-
-def test_killed_batch_resumes_byte_identical(tmp_path):
-    _kill_runs(tmp_path, n_images=3, size=16, kills=1, seed=0)
+def test_killed_batch_leaves_whole_sets_and_resumes_byte_identical(tmp_path):
+    r = _probes().kill_batch(tmp_path, images=3, size=16, kills=1, seed=0)
+    assert r["bad"] == [] and r["identical"] and r["leftovers"] == [], r
 
 
 @pytest.mark.slow
-def test_killed_batch_resumes_byte_identical_many_kills(tmp_path):
-    _kill_runs(tmp_path, n_images=8, size=48, kills=10, seed=1)
+def test_many_kills_leave_whole_sets_and_resume_byte_identical(tmp_path):
+    r = _probes().kill_batch(tmp_path, images=8, size=48, kills=10, seed=1)
+    assert r["bad"] == [] and r["identical"] and r["leftovers"] == [], r
+    counts = r["complete_after_kill"]
+    assert any(0 < c < 8 for c in counts), f"no kill landed inside the batch: {counts}"
