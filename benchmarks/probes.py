@@ -5,7 +5,7 @@ good outcome is: a clear error naming the cause before any work, or a correct re
 probe SIGKILLs ``zsir restore`` at seeded random moments during a batch and checks that every output set is
 complete or absent, then that ``--resume`` finishes it byte-identical to an uninterrupted run.
 
-    python benchmarks/probes.py                      # all probes, 12 kills on 6 images of 128x128
+    python benchmarks/probes.py                      # all probes, up to 12 kills on 12 images of 128x128
     python benchmarks/probes.py --kills 3 --size 64  # quicker
 """
 
@@ -144,8 +144,9 @@ def kill_batch(tmp: Path, images: int, size: int, kills: int, seed: int) -> dict
 
     ``images`` seeded random images of ``size`` px are restored (sr2, simulate, PnP 2 steps, built-in prior) once
     uninterrupted in this process (the reference), then by ``kills`` subprocesses (the 2nd and later with
-    ``--resume``), each killed while a random set is being made: once a random number of sets are complete, after
-    a uniform random time in [0, 1.2 x the reference's time per image], and finally by ``--resume`` in this
+    ``--resume``), each killed while a random set is being made: once restoration has begun (its progress bar is
+    shown) and a random number of sets are complete, after a uniform random time in [0, w], w = 1.2 x the
+    reference's time per image, doubled after each kill that finished no set; and finally by ``--resume`` in this
     process. All runs use one thread, so the arithmetic is the same in every process. After each kill every set
     must be complete or have no visible file, no visible PNG may be truncated and no JSON may lack its images.
 
@@ -165,17 +166,22 @@ def kill_batch(tmp: Path, images: int, size: int, kills: int, seed: int) -> dict
         marks = sorted((tmp / "ref").glob("*.json"), key=lambda p: p.stat().st_mtime)
         per_image = (marks[-1].stat().st_mtime - marks[0].stat().st_mtime) / max(1, images - 1)
         rng, out, bad, complete = random.Random(seed), tmp / "killed", [], []
+        window = 1.2 * per_image  # doubled after a kill that finished no set (a new process's first set is slower)
         for k in range(kills):
-            cmd = [sys.executable, "-m", "zsir", *argv, "--no-progress", "-o", str(out), *(["--resume"] if k else [])]
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log = tmp / f"kill{k}.log"  # its progress bar ("zsir restore: ...") appears when restoration starts
+            cmd = [sys.executable, "-m", "zsir", *argv, "-o", str(out), *(["--resume"] if k else [])]
+            with open(log, "wb") as f:
+                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=f)
             done = complete[-1] if complete else 0
             if done == images:
                 break
             target = done + rng.randrange(images - done)  # kill while set number `target` (from 0) is being made
             deadline = time.monotonic() + 300
-            while proc.poll() is None and len(list(out.glob("*.json"))) < target and time.monotonic() < deadline:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if b"zsir restore" in log.read_bytes() and len(list(out.glob("*.json"))) >= target:
+                    break
                 time.sleep(0.001)
-            time.sleep(rng.uniform(0, 1.2 * per_image))
+            time.sleep(rng.uniform(0, window))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             complete.append(0)
@@ -188,6 +194,7 @@ def kill_batch(tmp: Path, images: int, size: int, kills: int, seed: int) -> dict
                     complete[-1] += 1
                 elif any(p.exists() for p in files.values()):
                     bad.append(f"kill {k}: img{i} partial: {sorted(p.name for p in files.values() if p.exists())}")
+            window *= 2 if complete[-1] == done else 1
         rc, _, err = cli(*argv, "--no-progress", "-o", str(out), "--resume")
     finally:
         torch.set_num_threads(threads)
@@ -212,7 +219,7 @@ def kill_probe(tmp: Path, size: int, images: int, kills: int, seed: int) -> tupl
     r = kill_batch(tmp, images, size, kills, seed)
     ok = not r["bad"] and r["identical"] and not r["leftovers"]
     detail = (
-        f"{kills} kills, complete sets after each: {r['complete_after_kill']}; partial sets: {len(r['bad'])}; "
+        f"{len(r['complete_after_kill'])} kills, complete sets after each: {r['complete_after_kill']}; partial sets: {len(r['bad'])}; "
         f"resume byte-identical: {r['identical']}; temporary files left: {len(r['leftovers'])}"
     )
     return f"SIGKILL during a batch ({images} x {size}px, sr2)", ok, detail
@@ -221,8 +228,8 @@ def kill_probe(tmp: Path, size: int, images: int, kills: int, seed: int) -> tupl
 def run() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=128, help="side of the kill probe's images")
-    ap.add_argument("--images", type=int, default=6)
-    ap.add_argument("--kills", type=int, default=12)
+    ap.add_argument("--images", type=int, default=12)
+    ap.add_argument("--kills", type=int, default=12, help="at most; the batch may finish sooner")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
