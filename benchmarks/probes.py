@@ -219,8 +219,9 @@ def kill_probe(tmp: Path, size: int, images: int, kills: int, seed: int) -> tupl
     r = kill_batch(tmp, images, size, kills, seed)
     ok = not r["bad"] and r["identical"] and not r["leftovers"]
     detail = (
-        f"{len(r['complete_after_kill'])} kills, complete sets after each: {r['complete_after_kill']}; partial sets: {len(r['bad'])}; "
-        f"resume byte-identical: {r['identical']}; temporary files left: {len(r['leftovers'])}"
+        f"{len(r['complete_after_kill'])} kills, complete sets after each: {r['complete_after_kill']}; "
+        f"partial sets: {len(r['bad'])}; resume byte-identical: {r['identical']}; "
+        f"temporary files left: {len(r['leftovers'])}"
     )
     return f"SIGKILL during a batch ({images} x {size}px, sr2)", ok, detail
 
