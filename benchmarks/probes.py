@@ -145,7 +145,7 @@ def kill_batch(tmp: Path, images: int, size: int, kills: int, seed: int) -> dict
     ``images`` seeded random images of ``size`` px are restored (sr2, simulate, PnP 2 steps, built-in prior) once
     uninterrupted in this process (the reference), then by ``kills`` subprocesses (the 2nd and later with
     ``--resume``), each killed while a random set is being made: once restoration has begun (its progress bar is
-    shown) and a random number of sets are complete, after a uniform random time in [0, w], w = 1.2 x the
+    shown) and 0 or 1 more sets are complete (chosen at random), after a uniform random time in [0, w], w = 1.2 x the
     reference's time per image, doubled after each kill that finished no set; and finally by ``--resume`` in this
     process. All runs use one thread, so the arithmetic is the same in every process. After each kill every set
     must be complete or have no visible file, no visible PNG may be truncated and no JSON may lack its images.
@@ -175,7 +175,7 @@ def kill_batch(tmp: Path, images: int, size: int, kills: int, seed: int) -> dict
             done = complete[-1] if complete else 0
             if done == images:
                 break
-            target = done + rng.randrange(images - done)  # kill while set number `target` (from 0) is being made
+            target = done + rng.randrange(min(2, images - done))  # kill while making set `target` (from 0)
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
                 if b"zsir restore" in log.read_bytes() and len(list(out.glob("*.json"))) >= target:

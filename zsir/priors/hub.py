@@ -223,8 +223,8 @@ def check_checkpoint(path: str | Path) -> None:
     problem = checkpoint_problem(path)
     if problem is not None:
         raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r}: {problem}. An interrupted download or copy? Delete the file and "
-            "download or copy it again."
+            f"cannot read checkpoint {str(path)!r}: {problem}. The file is truncated or corrupt (an interrupted "
+            "download or copy?): delete it and download or copy it again."
         )
 
 
