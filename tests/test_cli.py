@@ -189,7 +189,7 @@ def test_failed_write_removes_the_input_s_outputs(tmp_path, astro, monkeypatch, 
     [
         (["--sampler", "rdmb"], "Did you mean 'rdmd'"),
         (["--prior", "buildin"], "Did you mean 'builtin'"),
-        (["--task", "sr3"], "Did you mean 'sr"),
+        (["--task", "sr3"], "factors are 2, 4 and 8"),
         (["--task", "deblur-gaus"], "Did you mean 'deblur-gauss'"),
         (["--sigma-y", "1.5"], "--sigma-y: expected a number in [0, 1], got 1.5"),
         (["--sigma-y", "-0.1"], "--sigma-y"),

@@ -23,6 +23,7 @@ failure (or Ctrl-C) while writing leaves no temporary file behind.
 
 from __future__ import annotations
 
+import glob
 import io
 import math
 import os
@@ -44,6 +45,8 @@ __all__ = [
     "write_image",
     "image_bytes",
     "atomic_write",
+    "stage_file",
+    "temp_glob",
     "write_text",
     "to_channels",
     "grid_image",
@@ -59,9 +62,9 @@ _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (gr
 def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
     """Write ``data`` (bytes, or a function writing to a binary file) to ``path`` atomically.
 
-    The content goes to a hidden temporary file beside ``path`` (``.<name>.<random>.tmp``), is fsync'ed, and
-    replaces ``path`` in one :func:`os.replace`. On any exception (including KeyboardInterrupt) the temporary file
-    is removed and ``path`` is left as it was.
+    The content goes to a hidden temporary file beside ``path`` (``.<name>.<random>.tmp``, see
+    :func:`stage_file`), is fsync'ed, and replaces ``path`` in one :func:`os.replace`. On any exception (including
+    KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
@@ -69,6 +72,23 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, 
     path = Path(path)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    tmp = stage_file(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def stage_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> Path:
+    """Write ``data`` to a new hidden temporary file ``.<name>.<random>.tmp`` beside ``path`` and return its path.
+
+    The file is flushed, fsync'ed and given the usual permissions (umask), ready to be renamed onto ``path`` with
+    :func:`os.replace`. On any exception it is removed again. Only a kill (SIGKILL, power loss) can leave such a
+    file behind; :func:`temp_glob` matches them.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -80,11 +100,15 @@ def atomic_write(path: str | Path, data: bytes | Callable[[BinaryIO], None], *, 
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give outputs the usual permissions
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return Path(tmp)
+
+
+def temp_glob(name: str) -> str:
+    """Glob pattern of the temporary files :func:`stage_file` creates for a destination file called ``name``."""
+    return f".{glob.escape(name)}.*.tmp"
 
 
 def _umask() -> int:
@@ -357,23 +381,32 @@ def grid_image(
             resized to ``size = (H, W)`` with nearest neighbour, so a low-resolution measurement shows its pixels.
             Panels narrower than 160 px are enlarged by an integer factor so that the labels fit.
         captions: optional text under each panel (e.g. metrics).
+
+    Labels use Pillow's built-in scalable font (no font file needed) at a size that grows with the panel: about
+    1/24 of its width, at least 12 px; a label too long for its panel is shrunk to fit, down to 8 px.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     scale = max(1, math.ceil(160 / size[1]))
     h, w = size[0] * scale, size[1] * scale
-    label_h, pad = 14, 4
+    font_px = max(12, w // 24)
+    texts = [label for label, _ in panels] + list(captions or [])
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    while font_px > 8 and max(probe.textlength(t, font=ImageFont.load_default(size=font_px)) for t in texts) > w:
+        font_px -= 1
+    font = ImageFont.load_default(size=font_px)
+    label_h, pad = font_px + font_px // 3, max(4, font_px // 3)
     cap_h = label_h if captions else 0
     canvas = Image.new("RGB", (len(panels) * (w + pad) + pad, h + label_h + cap_h + 2 * pad), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (label, img) in enumerate(panels):
         x0 = pad + i * (w + pad)
-        draw.text((x0, pad), label, fill="black")
+        draw.text((x0, pad), label, fill="black", font=font)
         t = img.detach().float().cpu().clamp(0, 1).expand(3, -1, -1)
         arr = (t * 255).round().byte().permute(1, 2, 0).numpy()
         canvas.paste(Image.fromarray(arr).resize((w, h), Image.NEAREST), (x0, pad + label_h))
         if captions:
-            draw.text((x0, pad + label_h + h + 1), captions[i], fill="black")
+            draw.text((x0, pad + label_h + h + 1), captions[i], fill="black", font=font)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -68,6 +69,69 @@ def _check_image(y: Tensor, name: str) -> None:
         raise ValueError(f"{name}: contains NaN or inf values")
 
 
+def _check_arguments(
+    y: Tensor,
+    sigma_y: Any,
+    pd: Any,
+    steps: Any,
+    preset: Any,
+    num_samples: Any,
+    generator: Any,
+    progress: Any,
+    return_result: Any,
+) -> None:
+    """Type and range checks of :func:`solve`'s plain arguments, each error naming its argument."""
+    _check_image(y, "y")
+    if not (sigma_y is None or isinstance(sigma_y, (Real, Tensor)) or _numbers(sigma_y)):
+        raise TypeError(f"sigma_y: expected a float, one float per sample, a tensor or None, got {sigma_y!r}")
+    if pd is not None and (not isinstance(pd, Real) or isinstance(pd, bool) or not 0.0 <= pd <= 1.0):
+        raise ValueError(f"pd: expected a number in [0, 1] (0 = faithful, 1 = perceptual) or None, got {pd!r}")
+    if steps is not None and (not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps: expected a positive integer or None, got {steps!r}")
+    if preset is not None and not isinstance(preset, str):
+        raise TypeError(f"preset: expected a preset name (str) or None, got {preset!r}")
+    if not isinstance(num_samples, Integral) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+    if isinstance(generator, bool) or not (generator is None or isinstance(generator, (Integral, torch.Generator))):
+        raise TypeError(
+            f"generator: expected an integer seed, a torch.Generator or None, got {type(generator).__name__} "
+            f"{generator!r}"
+        )
+    if isinstance(generator, Integral) and not -(2**63) <= generator < 2**64:
+        raise ValueError(f"generator: an integer seed must lie in [-2**63, 2**64), got {generator}")
+    if isinstance(generator, torch.Generator) and generator.device.type != y.device.type:
+        raise ValueError(
+            f"generator: a torch.Generator on {generator.device} cannot draw noise for y on {y.device}; create it "
+            f"with torch.Generator(device={str(y.device)!r}) or pass an integer seed"
+        )
+    for name, flag in (("progress", progress), ("return_result", return_result)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected True or False, got {flag!r}")
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(u, Real) and not isinstance(u, bool) for u in v)
+
+
+def _check_range(y: Tensor, ones: Tensor, sigma: Tensor) -> None:
+    """Reject measurements far outside what ``operator`` can produce from images in [0, 1] plus the noise.
+
+    For ``y = A x + n`` with ``x`` in [0, 1], ``|y|`` stays near ``max|A(1)|`` (exactly below it for operators
+    with non-negative weights; slightly above for bicubic's negative lobes) plus a few ``sigma_y``. Values beyond
+    ``4 max(1, max|A(1)|) + 6 max(sigma_y) + 1`` cannot come from a [0, 1] image: typically 0-255 pixel values.
+    """
+    scale = max(1.0, float(ones.abs().max()))
+    limit = 4.0 * scale + 6.0 * float(sigma.max()) + 1.0
+    peak = float(y.abs().max())
+    if peak > limit:
+        hint = "0-255 pixel values? divide y by 255" if peak > 20 * scale else "is y scaled differently?"
+        raise ValueError(
+            f"y: values up to {peak:.4g} in magnitude, far outside what this operator produces from images in "
+            f"[0, 1] (about |y| <= {scale:.3g} plus noise; the limit is {limit:.3g}); {hint}. zsir expects "
+            "images and measurements in [0, 1] units"
+        )
+
+
 def solve(
     y: Tensor,
     operator: LinearOperator,
@@ -109,7 +173,7 @@ def solve(
     """
     from zsir.samplers import SAMPLERS, Sampler
 
-    _check_image(y, "y")
+    _check_arguments(y, sigma_y, pd, steps, preset, num_samples, generator, progress, return_result)
     if not isinstance(operator, LinearOperator):
         raise TypeError(f"operator: expected a zsir.operators.LinearOperator, got {type(operator).__name__}")
     x_shape = operator.x_shape(tuple(y.shape))
@@ -117,8 +181,9 @@ def solve(
     sigma = units.as_sigma(
         0.0 if sigma_y is None else sigma_y, B, device=y.device, dtype=y.dtype, name="sigma_y", low=0.0, high=1.0
     )
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
+    operator = operator.to(y.device)
+    ones = operator.ones_image(x_shape, device=y.device, dtype=y.dtype)
+    _check_range(y, ones, sigma)
 
     if isinstance(sampler, str):
         sampler_cls = SAMPLERS.get(sampler)
@@ -139,8 +204,8 @@ def solve(
             f"y: the operator maps {x_shape[1]}-channel images but the prior models {prior.channels} channels"
         )
 
-    if isinstance(generator, int):
-        generator = torch.Generator(device=y.device).manual_seed(generator)
+    if isinstance(generator, Integral):
+        generator = torch.Generator(device=y.device).manual_seed(int(generator))
     elif generator is None:
         generator = torch.Generator(device=y.device)
         generator.seed()
@@ -150,8 +215,6 @@ def solve(
     params.pop("steps", None)
     algo = sampler_cls(prior, steps=steps, progress=progress, **params)
 
-    operator = operator.to(y.device)
-    ones = operator.ones_image(x_shape, device=y.device, dtype=y.dtype)
     y_model = units.measurement_to_model(y, ones)
     sigma_model = units.sigma_to_model(sigma)
     K = num_samples

@@ -26,6 +26,7 @@ real degraded photo needs the actual kernel or mask (``deblur-kernel:FILE``, ``i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,11 @@ class Task:
     def check_size(self, size: tuple[int, int]) -> None:
         """Raise ValueError when a clean image of ``size`` cannot be measured by this task."""
         h, w = size
+        if h < self.factor or w < self.factor:
+            raise ValueError(
+                f"image size {h}x{w} is smaller than the {self.name} factor {self.factor}: a clean image needs at "
+                f"least {self.factor}x{self.factor} pixels (and a size divisible by {self.factor})"
+            )
         if h % self.factor or w % self.factor:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the {self.name} factor {self.factor}; crop it to "
@@ -165,7 +171,12 @@ def parse_task(spec: str) -> Task:
         path = Path(arg).expanduser()
         if base == "deblur-kernel":
             return Task(spec, "deblur", path=path, kernel=load_kernel(path))
-        mask = ops.mask_from_image(path)
+        try:
+            mask = ops.mask_from_image(path)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as err:  # e.g. a text file: PIL cannot identify it
+            raise ValueError(f"mask file {path}: cannot read it as a mask image or .npy array ({err})") from None
         if mask.dim() == 3 and mask.shape[0] not in (1, 3):
             raise ValueError(
                 f"mask file {path}: expected shape (H, W) or (C, H, W) with C in {{1, 3}}, got {tuple(mask.shape)}"
@@ -190,4 +201,10 @@ def parse_task(spec: str) -> Task:
     if base in simple:
         return Task(base, simple[base], random=base == "deblur-motion")
     known = [n.split(":")[0] for n in TASK_NAMES]
+    factor = re.fullmatch(r"sr(\d+)(-avg)?", base)
+    if factor:
+        raise ValueError(
+            f"unknown task {spec!r}: super-resolution factors are 2, 4 and 8 (sr2, sr4, sr8; block average: "
+            f"sr2-avg, sr4-avg, sr8-avg), not {factor.group(1)}"
+        )
     raise ValueError(f"unknown task {spec!r}; known tasks: {', '.join(TASK_NAMES)}.{suggest(base, known)}")

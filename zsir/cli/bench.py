@@ -23,6 +23,7 @@ import zsir
 from zsir import io as zio
 from zsir.cli import distributed
 from zsir.cli.common import (
+    HelpFormatter,
     Setup,
     UsageError,
     add_solver_options,
@@ -43,12 +44,18 @@ _IMAGE_COLUMNS = ["task", "sampler", "image", "image_seed", *_METRICS, "nfe", "s
 
 
 def add_parser(sub) -> None:
-    b = sub.add_parser("bench", help="score samplers on a folder of clean images (simulate mode)")
+    b = sub.add_parser(
+        "bench", help="score samplers on a folder of clean images (simulate mode)", formatter_class=HelpFormatter
+    )
     b.add_argument("--dataset", required=True, type=Path, help="folder of clean images")
     b.add_argument("--tasks", required=True, help="comma-separated tasks, e.g. sr4,deblur-gauss")
     b.add_argument("--samplers", default="rdmd", help="comma-separated samplers, e.g. rdmd,ddrm")
-    b.add_argument("--limit", type=positive_int, default=None, help="use the first N images (sorted by name)")
-    b.add_argument("--crop", type=positive_int, default=None, help="centre-crop images to CROP x CROP first")
+    b.add_argument(
+        "--limit", type=positive_int, default=None, help="use the first N images (sorted by name; default: all)"
+    )
+    b.add_argument(
+        "--crop", type=positive_int, default=None, help="centre-crop images to CROP x CROP first (default: no crop)"
+    )
     add_solver_options(b)
     b.set_defaults(func=run)
 
@@ -93,7 +100,7 @@ def run(args) -> int:
     pd = 0.5 if args.pd is None else args.pd
     procs = distributed.processes(args)
     device = procs.device
-    setup = Setup("", load_prior(args.prior, device, args.dtype), args.prior, device, params)
+    setup = Setup("", load_prior(args.prior, device, args.dtype, args.prior_config), args.prior, device, params)
 
     jobs = [(t, s, i) for t in range(len(tasks)) for s in range(len(samplers)) for i in range(len(images))]
     done, failures, unavailable = [], [], {}

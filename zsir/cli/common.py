@@ -33,18 +33,32 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; every option's help ends with its default (unless it states one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = action.option_strings and not action.required and default is not argparse.SUPPRESS
+        if shown and default is not None and default is not False and default != [] and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def note(msg: str) -> None:
     tqdm.write(f"zsir: note: {msg}", file=sys.stderr)
 
 
-def float_in(lo: float, hi: float, flag: str) -> Callable[[str], float]:
+def float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a number in [lo, hi] (argparse prefixes the flag to the message)."""
+
     def parse(text: str) -> float:
         try:
             v = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag}: expected a number in [{lo:g}, {hi:g}], got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {text!r}") from None
         if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{flag}: expected a number in [{lo:g}, {hi:g}], got {text}")
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {text}")
         return v
 
     return parse
@@ -63,7 +77,7 @@ def positive_int(text: str) -> int:
 def param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--param: expected KEY=VALUE (e.g. lambda_=10), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. lambda_=10), got {text!r}")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -74,27 +88,39 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder (created if needed)")
     p.add_argument(
         "--sigma-y",
-        type=float_in(0, 1, "--sigma-y"),
+        type=float_in(0, 1),
         default=0.05,
-        help="measurement noise std in [0, 1] image units (simulated noise; the assumed noise of a "
-        "measured input) (default: 0.05)",
+        help="measurement noise std in [0, 1] image units (simulated noise; the assumed noise of a measured input)",
     )
     p.add_argument(
         "--prior",
         default="builtin",
         help="builtin, ffhq, imagenet, celebahq, bedroom-cm, cat-cm, imagenet64-cm, a Hub id or a local "
-        "path (default: builtin)",
+        "path (see `zsir priors`)",
+    )
+    p.add_argument(
+        "--prior-config",
+        default=None,
+        metavar="NAME",
+        help="architecture of a --prior checkpoint file in OpenAI's layout, e.g. ffhq256, imagenet256 or "
+        "cm_bedroom256 (default: none; named priors, Hub ids and folders need none)",
     )
     p.add_argument(
         "--pd",
-        type=float_in(0, 1, "--pd"),
+        type=float_in(0, 1),
         default=None,
         help="perception-distortion position: 0 faithful ... 1 perceptual (default: 0.5, or the preset's "
         "own values when --preset is given)",
     )
     p.add_argument("--steps", type=positive_int, default=None, help="iterations (default: the sampler's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise, random operators and the sampler")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where to run; auto = cuda when available, else cpu",
+    )
     p.add_argument(
         "--dtype",
         choices=sorted(DTYPES),
@@ -107,10 +133,10 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a sampler hyperparameter (paper symbol), e.g. --param lambda_=10; repeatable",
+        help="a sampler hyperparameter (paper symbol), e.g. --param lambda_=10; repeatable (default: none)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: bars shown)")
 
 
 @dataclass
@@ -153,20 +179,38 @@ def task_from(spec: str) -> Task:
         raise UsageError(str(err)) from None
 
 
+def device_name(text: str) -> str:
+    """An argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (availability is checked by :func:`device_from`)."""
+    name = text.strip().lower()
+    head, _, index = name.partition(":")
+    if name in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N (N = a GPU index), got {text!r}")
+
+
 def device_from(name: str) -> torch.device:
+    """The torch device for ``--device``; raises UsageError when CUDA or the GPU index is not there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 ... cuda:{torch.cuda.device_count() - 1}"
+        )
+    return device
 
 
-def load_prior(name: str, device: torch.device, dtype: str):
+def load_prior(name: str, device: torch.device, dtype: str, config: str | None = None):
+    """``zsir.load_prior`` for the CLI: bad names, missing files and missing ``--prior-config`` are usage errors."""
     from zsir.priors import load_prior
 
+    kwargs = {} if config is None else {"config": config}
     try:
-        return load_prior(name, device=device, dtype=None if dtype == "float32" else DTYPES[dtype])
-    except (ValueError, TypeError) as err:
+        return load_prior(name, device=device, dtype=None if dtype == "float32" else DTYPES[dtype], **kwargs)
+    except (ValueError, TypeError, FileNotFoundError) as err:
         raise UsageError(f"--prior: {err}") from None
 
 

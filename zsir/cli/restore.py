@@ -1,33 +1,36 @@
-r"""``zsir restore``: restore image files.
+"""zsir restore: restore image files.
 
-``zsir restore INPUT... -o OUT --task sr4`` restores image files (or every image in folders). Two modes:
+zsir restore INPUT... -o OUT --task sr4 restores image files (or every image in folders). Two modes:
 
-* **measured** (default): each input *is* the degraded image (a real photo); the operator comes from ``--task``
-  and its files. For ``sr4`` the input is the low-resolution image and the output is 4x larger; for inpainting the
-  holes come from ``inpaint-mask:FILE`` (or the default centred box of ``inpaint-box``); for ``colorize`` the input
-  is grey. Random operators (``deblur-motion``, ``inpaint-random``) need ``--simulate``.
-* ``--simulate``: each input is a clean image; zsir degrades it (operator + seeded Gaussian noise of std
-  ``--sigma-y``), restores it and scores the restoration against it. A clean image whose size is not divisible by
-  the SR factor is an error (zsir never crops silently, so the scores refer to the file you gave).
+  measured (default)  each input IS the degraded image (a real photo); the operator comes from --task and its
+                      files. For sr4 the input is the low-resolution image and the output is 4x larger; for
+                      inpainting the holes come from inpaint-mask:FILE (or the centred box of inpaint-box); for
+                      colorize the input is grey. Random operators (deblur-motion, inpaint-random) need
+                      --simulate.
+  --simulate          each input is a clean image; zsir degrades it (operator + seeded Gaussian noise of std
+                      --sigma-y), restores it and scores the restoration against it. A clean image whose size is
+                      not divisible by the SR factor is an error (zsir never crops silently).
 
-Per input ``NAME.*`` it writes ``OUT/NAME.png`` (the restoration; with ``--num-samples K > 1`` the mean of the
-samples, each sample as ``NAME_s<k>.png``), ``OUT/NAME_grid.png`` (measurement | restoration | ground truth) and
-``OUT/NAME.json`` (metrics, NFE, seconds, every parameter, zsir's version), in that order, each atomically. Existing
-outputs are never replaced without ``--overwrite``; ``--resume`` skips inputs whose outputs are complete. A failing
-input is reported and the batch goes on; the exit code is then 1. Usage errors exit with 2.
+Per input NAME.* it writes the set OUT/NAME.png (the restoration; with --num-samples K > 1 the mean of the
+samples, each sample as NAME_s<k>.png), OUT/NAME_grid.png (measurement | restoration | ground truth) and
+OUT/NAME.json (metrics, NFE, seconds, every parameter, zsir's version). A set appears all at once: its files are
+written to hidden temporary files first and renamed into place with NAME.json last, the mark of a complete set.
+Existing outputs are never replaced without --overwrite. --resume keeps complete sets made with the same
+parameters, redoes incomplete ones, removes temporary files left by a killed run, and refuses when the finished
+sets were made with other parameters. The output folder is checked for write access and space before any
+restoration. A failing input is reported and the batch goes on; the exit code is then 1. Usage errors exit
+with 2, an interruption (Ctrl-C, SIGTERM) with 130.
 
-**Seeds and processes.** Input ``NAME.*`` draws from its own seed, a stable hash of ``--seed`` and its file name
-(:func:`zsir.cli.distributed.image_seed`); a batch of ``--batch-size`` inputs draws from its first input's seed,
-and batches are cut from the full input list, so the outputs never depend on which inputs are skipped or on the
-number of processes. ``accelerate launch -m zsir restore ...`` shares the inputs between processes
-(:mod:`zsir.cli.distributed`).
+Seeds and processes: input NAME.* draws from its own seed, a stable hash of --seed and its file name
+(zsir.cli.distributed.image_seed); a batch of --batch-size inputs draws from its first input's seed, and batches
+are cut from the full input list, so the outputs never depend on which inputs are skipped or on the number of
+processes. accelerate launch -m zsir restore ... shares the inputs between processes (zsir.cli.distributed).
 
-Every restoration goes through :func:`zsir.solve`.
+Every restoration goes through zsir.solve.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -41,8 +44,9 @@ from tqdm.auto import tqdm
 
 import zsir
 from zsir import io as zio
-from zsir.cli import distributed
+from zsir.cli import distributed, outputs
 from zsir.cli.common import (
+    HelpFormatter,
     Setup,
     UsageError,
     add_solver_options,
@@ -65,66 +69,28 @@ def add_parser(sub) -> None:
     r = sub.add_parser(
         "restore",
         help="restore image files",
-        description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n", 2)[2],
+        formatter_class=HelpFormatter,
     )
     r.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     r.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
-    r.add_argument("--sampler", default="rdmd", help="rdmd, cm4ir, ddrm, ddnm, ddnm+, diffpir, dps, pnp")
+    r.add_argument("--sampler", default="rdmd", help="rdmd, cm4ir, ddrm, ddnm, ddnm+, diffpir, dps or pnp")
     add_solver_options(r)
-    r.add_argument("--preset", default=None, help="a named published setting of the sampler")
+    r.add_argument("--preset", default=None, help="a named published setting of the sampler (default: none)")
     r.add_argument("--num-samples", type=positive_int, default=1, help="posterior samples per input")
     r.add_argument("--batch-size", type=positive_int, default=1, help="same-size inputs restored per solve call")
     r.add_argument(
-        "--simulate", action="store_true", help="inputs are clean: degrade them, restore, and score against them"
+        "--simulate",
+        action="store_true",
+        help="inputs are clean: degrade them, restore, and score against them (default: measured mode)",
     )
-    r.add_argument("--resume", action="store_true", help="skip inputs whose outputs are complete")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep complete output sets made with the same parameters, redo the rest (default: off)",
+    )
     r.add_argument("--bit-depth", type=int, choices=[8, 16], default=8, help="bits per sample of the restored PNG")
     r.set_defaults(func=run)
-
-
-def _outputs(outdir: Path, stem: str, num_samples: int) -> dict[str, Path]:
-    out = {"restored": outdir / f"{stem}.png", "grid": outdir / f"{stem}_grid.png"}
-    out.update({f"sample{k}": outdir / f"{stem}_s{k}.png" for k in range(num_samples if num_samples > 1 else 0)})
-    out["json"] = outdir / f"{stem}.json"  # last: its presence marks a complete set
-    return out
-
-
-def _complete(files: dict[str, Path]) -> bool:
-    if not all(p.is_file() for p in files.values()):
-        return False
-    try:
-        return "zsir_version" in json.loads(files["json"].read_text())
-    except (OSError, ValueError):
-        return False
-
-
-def _plan(args, inputs: list[Path]) -> list[tuple[Path, dict[str, Path]]]:
-    """Outputs of every input to do; raises UsageError on name clashes or existing outputs."""
-    by_stem: dict[str, Path] = {}
-    plan, existing = [], []
-    for path in inputs:
-        if path.stem in by_stem:
-            raise UsageError(
-                f"inputs {by_stem[path.stem]} and {path} would write the same outputs ({path.stem}.png); rename one"
-            )
-        by_stem[path.stem] = path
-        files = _outputs(args.output, path.stem, args.num_samples)
-        if any(p.resolve() == path.resolve() for p in files.values()):
-            raise UsageError(f"{path}: the output would replace the input; choose another -o folder")
-        if args.resume and not args.overwrite and _complete(files):
-            continue
-        if not (args.overwrite or args.resume):
-            existing += [p for p in files.values() if p.exists()]
-        plan.append((path, files))
-    if existing:
-        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-        shown = ", ".join(str(p) for p in existing[:3]) + more
-        raise UsageError(
-            f"output file(s) already exist: {shown}; pass --overwrite to replace them or --resume to "
-            "skip finished inputs"
-        )
-    return plan
 
 
 def _prepare(path: Path, task: Task, args, channels: int) -> dict[str, Any]:
@@ -156,27 +122,18 @@ def _prepare(path: Path, task: Task, args, channels: int) -> dict[str, Any]:
     return {"x": None, "y": y, "op": op, "seed": seed}
 
 
-def _write_outputs(item: dict[str, Any], samples: Tensor, res, args, task: Task, setup: Setup, batch: int) -> None:
-    """Write one input's outputs; if any write fails, the ones written before it are removed again."""
-    try:
-        _write_set(item, samples, res, args, task, setup, batch)
-    except BaseException:
-        for p in item["files"].values():
-            p.unlink(missing_ok=True)
-        raise
-
-
 def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, setup: Setup, batch: int) -> None:
+    """Encode one input's set and publish it all at once (:func:`zsir.cli.outputs.publish`)."""
     files: dict[str, Path] = item["files"]
     x_hat = samples.mean(0, keepdim=True) if samples.shape[0] > 1 else samples[:1]
-    zio.write_image(files["restored"], x_hat, bit_depth=args.bit_depth)
+    contents = {"restored": zio.image_bytes(x_hat, ".png", args.bit_depth)}
     label = f"{setup.sampler} " + (f"pd={args.pd:g}" if args.pd is not None else f"preset {args.preset}")
     panels = [(f"measurement ({task.name}, sigma_y {args.sigma_y:g})", item["y"][0]), (label, x_hat[0])]
     if item["x"] is not None:
         panels.append(("ground truth", item["x"][0]))
-    zio.atomic_write(files["grid"], zio.grid_image(panels, tuple(x_hat.shape[-2:])))
+    contents["grid"] = zio.grid_image(panels, tuple(x_hat.shape[-2:]))
     for k in range(samples.shape[0] if samples.shape[0] > 1 else 0):
-        zio.write_image(files[f"sample{k}"], samples[k : k + 1], bit_depth=args.bit_depth)
+        contents[f"sample{k}"] = zio.image_bytes(samples[k : k + 1], ".png", args.bit_depth)
     metrics, unavailable = score(x_hat, item["x"]) if item["x"] is not None else (None, {})
     record = {
         "zsir_version": zsir.__version__,
@@ -207,8 +164,10 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
         "metrics_unavailable": unavailable,
         "sample_std": float(samples.std(0).mean()) if samples.shape[0] > 1 else None,
         "outputs": {k: p.name for k, p in files.items()},
+        "request": item["request"],
     }
-    zio.write_text(files["json"], json.dumps(record, indent=2) + "\n")
+    contents["json"] = (json.dumps(record, indent=2) + "\n").encode()
+    outputs.publish(files, contents)
 
 
 def run(args) -> int:
@@ -226,18 +185,25 @@ def run(args) -> int:
     args.pd = pd
     inputs = images_in(args.inputs)
     procs = distributed.processes(args)
-    plan = _plan(args, inputs)
-    if not plan:
+    wanted = outputs.request(args, sampler_cls.name, task.name)
+    plan = outputs.plan(inputs, args.output, wanted, resume=args.resume, overwrite=args.overwrite)
+    if plan.cleared:
+        note(f"removed {plan.cleared} temporary file(s) left by an interrupted run")
+    if not plan.todo:
         note(f"all {len(inputs)} input(s) are complete in {args.output} (--resume); nothing to do")
         return 0
-    procs.wait()  # every process planned before any writes
+    factor = 1 if args.simulate else task.factor
+    todo = [path for path, _ in plan.todo]
+    outputs.check_writable(args.output, outputs.estimate_bytes(todo, factor, args.num_samples, args.bit_depth))
+    procs.wait()  # every process planned (and cleared its leftovers) before any writes
     device = procs.device
-    setup = Setup(sampler_cls.name, load_prior(args.prior, device, args.dtype), args.prior, device, params)
+    prior = load_prior(args.prior, device, args.dtype, args.prior_config)
+    setup = Setup(sampler_cls.name, prior, args.prior, device, params)
     args.output.mkdir(parents=True, exist_ok=True)
 
     failures: list[tuple[Path, str]] = []
     pending: dict[tuple, list[dict[str, Any]]] = {}
-    bar = tqdm(total=len(plan), desc="zsir restore", unit="image", disable=args.no_progress)
+    bar = tqdm(total=len(plan.todo), desc="zsir restore", unit="image", disable=args.no_progress)
     start = time.perf_counter()
 
     def fail(path: Path, err: BaseException) -> None:
@@ -263,19 +229,20 @@ def run(args) -> int:
             if not todo[b]:
                 continue
             try:
-                _write_outputs(it, res.samples[:, b].cpu(), res, args, task, setup, len(items))
+                _write_set(it, res.samples[:, b].cpu(), res, args, task, setup, len(items))
             except Exception as err:
                 fail(it["path"], err)
 
     try:
-        for chunk in procs.run(distributed.chunks(inputs, plan, args.batch_size), bar, distributed.to_do):
+        for chunk in procs.run(distributed.chunks(inputs, plan.todo, args.batch_size), bar, distributed.to_do):
             for path, files in chunk:
                 try:
                     item = _prepare(path, task, args, setup.prior.channels)
                 except Exception as err:
-                    fail(path, err)
+                    if files is not None:
+                        fail(path, err)
                     continue
-                item.update(path=path, files=files)
+                item.update(path=path, files=files, request=wanted)
                 key = (tuple(item["y"].shape[1:]), tuple((item["x"] if item["x"] is not None else item["y"]).shape))
                 if task.random:  # one operator per image
                     key += (item["seed"],)
@@ -285,12 +252,12 @@ def run(args) -> int:
     finally:
         bar.close()
     failures = procs.gather(failures)
-    summary = procs.summary(len(plan) - len(failures), time.perf_counter() - start)
+    summary = procs.summary(len(plan.todo) - len(failures), time.perf_counter() - start)
     if not procs.is_main:
         return 1 if failures else 0
     note(f"restored into {args.output}: {summary}")
     if failures:
-        print(f"zsir: {len(failures)} of {len(plan)} input(s) failed:", file=sys.stderr)
+        print(f"zsir: {len(failures)} of {len(plan.todo)} input(s) failed:", file=sys.stderr)
         for path, msg in failures:
             print(f"  {path}: {msg}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import urllib.request
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ __all__ = [
     "is_offline",
     "hub_file",
     "url_file",
+    "checkpoint_problem",
+    "check_checkpoint",
     "read_state_dict",
     "check_state_dict",
 ]
@@ -126,6 +129,55 @@ def _url_error(url: str, dest: Path, why: str) -> PriorDownloadError:
     )
 
 
+_LEGACY_TORCH = b"\x80"  # torch.save before PyTorch 1.6: a pickle stream (protocol 2+ opcode PROTO)
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why the weights file at ``path`` cannot be read, or ``None`` when its structure is sound.
+
+    Cheap structural checks, reading only headers (no tensor data): a ``.safetensors`` file must hold its JSON
+    header and every byte its tensors' ``data_offsets`` point to; any other file must be a complete zip archive
+    (PyTorch >= 1.6 ``torch.save``, diffusers ``.bin``) or start like a legacy torch pickle. Catches empty,
+    truncated (an interrupted download or copy) and non-checkpoint files before a loader misreads them.
+    """
+    import json
+    import struct
+    import zipfile
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if path.suffix == ".safetensors":
+            if len(head) < 8:
+                return f"truncated: {size} bytes, shorter than a safetensors header"
+            (n,) = struct.unpack("<Q", head)
+            if 8 + n > size:
+                return f"truncated or not a safetensors file: its header claims {n} bytes but the file has {size}"
+            try:
+                header = json.loads(f.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError):
+                return "not a safetensors file (its header is not valid safetensors JSON)"
+            if 8 + n + end > size:
+                return f"truncated: {size} bytes of the {8 + n + end} its header describes"
+            return None
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                last = max((i.header_offset + i.compress_size for i in z.infolist()), default=0)
+        except (zipfile.BadZipFile, OSError) as err:
+            return f"a damaged zip archive ({err})"
+        return None if last <= size else f"truncated: {size} bytes, its zip directory needs {last}"
+    if head[:4] == b"PK\x03\x04":
+        return f"truncated: a zip archive (PyTorch checkpoint) without its end ({size} bytes)"
+    if head[:1] == _LEGACY_TORCH:
+        return None
+    return f"not a checkpoint: neither safetensors, a zip-format torch file nor a torch pickle (starts {head[:8]!r})"
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a ``.safetensors`` file or a torch file (``torch.load(weights_only=True)``) as a flat state dict.
 
@@ -137,7 +189,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"checkpoint {str(path)!r}: no such file")
+    check_checkpoint(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -145,17 +198,37 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
+    except pickle.UnpicklingError as err:
+        found = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
+        found = found.split(" was not", 1)[0].replace("WeightsUnpickler error: ", "")
         raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r} ({path.stat().st_size} bytes): {type(err).__name__}: {err}. "
-            "The file is probably truncated or corrupt (an interrupted download?): delete it and download it again."
-        ) from err
+            f"checkpoint {str(path)!r} holds Python objects besides tensors ({found or 'not a plain state dict'}); "
+            "zsir only loads plain state dicts, never arbitrary pickled code. Save the weights alone "
+            "(torch.save(model.state_dict(), path)) or convert them to .safetensors."
+        ) from None
+    except Exception as err:
+        text = (str(err).splitlines() or [""])[0]
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r} ({path.stat().st_size} bytes): {type(err).__name__}"
+            f"{'' if 'weights_only' in text else ': ' + text}. The file is probably corrupt: delete it and "
+            "download it again."
+        ) from None
     for key in ("state_dict", "model", "ema"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
     if not isinstance(state, Mapping) or not any(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {str(path)!r} holds no state dict of tensors (got {type(state).__name__})")
     return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the file when :func:`checkpoint_problem` finds it unreadable."""
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: {problem}. The file is truncated or corrupt (an interrupted "
+            "download or copy?): delete it and download or copy it again."
+        )
 
 
 def check_state_dict(state: Mapping[str, Tensor], model: nn.Module, source: str, *, show: int = 5) -> None:

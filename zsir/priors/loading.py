@@ -35,6 +35,7 @@ from zsir.registry import Registry, suggest
 
 __all__ = ["PriorSpec", "PRIORS", "load_prior", "list_priors"]
 
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")  # a name ending so is a local file
 # pipeline layout (unet/ sub-folder) and flat layout (weights at the root, e.g. google/ddpm-ema-celebahq-256)
 _HUB_WEIGHTS = tuple(f"{sub}diffusion_pytorch_model.{ext}" for sub in ("unet/", "") for ext in ("safetensors", "bin"))
 
@@ -49,16 +50,28 @@ class PriorSpec:
     size: str
     licence: str
     load: Callable[..., Prior]
-    cached: Callable[[], bool]
+    cached: Callable[[], bool | str]  # True, False, or why the cached file is unusable (truncated, ...)
 
 
 PRIORS: Registry[PriorSpec] = Registry("prior")
 
 
-def _hub_cached(repo_id: str, *filenames: str) -> bool:
+def _verified(path: Path) -> bool | str:
+    """``True`` for a sound weights file, else the problem (see :func:`zsir.priors.hub.checkpoint_problem`)."""
+    from zsir.priors.hub import checkpoint_problem
+
+    problem = checkpoint_problem(path)
+    return True if problem is None else f"{path}: {problem}"
+
+
+def _hub_cached(repo_id: str, *filenames: str) -> bool | str:
     from huggingface_hub import try_to_load_from_cache
 
-    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames)
+    for f in filenames:
+        local = try_to_load_from_cache(repo_id, f)
+        if isinstance(local, str):
+            return _verified(Path(local))
+    return False
 
 
 def _add(spec: PriorSpec) -> None:
@@ -84,11 +97,12 @@ def _adm_url(url: str, config: str, name: str) -> Callable[..., Prior]:
     return load
 
 
-def _url_cached(url: str) -> Callable[[], bool]:
-    def cached() -> bool:
+def _url_cached(url: str) -> Callable[[], bool | str]:
+    def cached() -> bool | str:
         from zsir.priors.hub import cache_dir
 
-        return (cache_dir() / "downloads" / url.rsplit("/", 1)[-1]).is_file()
+        local = cache_dir() / "downloads" / url.rsplit("/", 1)[-1]
+        return local.is_file() and _verified(local)
 
     return cached
 
@@ -204,13 +218,19 @@ _add(PriorSpec(
 
 
 def list_priors() -> list[dict[str, Any]]:
-    """One row per named prior: name, description, source, size, licence, cached (weights present locally)."""
+    """One row per named prior: name, description, source, size, licence, cached and problem.
+
+    ``cached`` is True only when the weights are present locally *and* pass a structural check (complete
+    safetensors / zip data, see :func:`zsir.priors.hub.checkpoint_problem`); a cached file that fails it gives
+    ``cached=False`` and ``problem`` saying why (e.g. truncated), else ``problem`` is None.
+    """
     rows = []
     for name in PRIORS:
         spec = PRIORS.get(name)
+        state = spec.cached()
         rows.append({
             "name": spec.name, "description": spec.description, "source": spec.source, "size": spec.size,
-            "licence": spec.licence, "cached": spec.cached(),
+            "licence": spec.licence, "cached": state is True, "problem": state if isinstance(state, str) else None,
         })  # fmt: skip
     return rows
 
@@ -237,15 +257,24 @@ def _from_pipeline(id_or_path: str | Path, **kwargs) -> Prior:
 def _from_checkpoint(path: str, config: str | dict | None, **kwargs) -> Prior:
     from zsir.priors.adm import OPENAI_CONFIGS, ADMPrior
     from zsir.priors.consistency import ConsistencyPrior
+    from zsir.priors.hub import check_checkpoint
 
+    if Path(path).is_file():
+        check_checkpoint(path)  # an unreadable file is reported as such, before the missing config
     if config is None:
         raise ValueError(
-            f"config: loading the checkpoint {path!r} needs config= (one of {sorted(OPENAI_CONFIGS)} or a "
-            "UNet2DModel config dict)"
+            f"config: loading the checkpoint {path!r} needs its architecture: config= in Python, --prior-config on "
+            f"the command line (one of {sorted(OPENAI_CONFIGS)}, or a UNet2DModel config dict in Python)"
         )
     if isinstance(config, str) and config.startswith("cm_"):
         return ConsistencyPrior.from_openai(path, config, **kwargs)
     return ADMPrior.from_openai(path, config, **kwargs)
+
+
+def _looks_local(s: str, path: Path) -> bool:
+    """A name that can only mean a local file or folder: a weights suffix, a path prefix, or an existing folder."""
+    in_folder = str(path.parent) != "." and path.parent.is_dir()
+    return path.suffix in _WEIGHT_SUFFIXES or s.startswith(("/", "./", "../", "~")) or in_folder
 
 
 def load_prior(
@@ -265,6 +294,8 @@ def load_prior(
 
     Raises:
         ValueError: unknown name (the message lists the known ones and suggests the closest).
+        FileNotFoundError: a local path (a name with a weights suffix, or in an existing folder) that does not
+            exist.
         zsir.priors.hub.PriorDownloadError: the weights are not cached and cannot be downloaded.
         zsir.priors.hub.CheckpointError: a corrupt file or a state dict that does not fit.
     """
@@ -283,8 +314,10 @@ def load_prior(
             prior = _from_pipeline(path, **kwargs)
         elif path.is_file() or s.startswith(("http://", "https://")):
             prior = _from_checkpoint(s if not path.is_file() else str(path), kwargs.pop("config", None), **kwargs)
-        elif is_hub_id(s) and not Path(s.split("/")[0]).exists():
+        elif is_hub_id(s) and not Path(s.split("/")[0]).exists() and path.suffix not in _WEIGHT_SUFFIXES:
             prior = _from_pipeline(s, **kwargs)
+        elif _looks_local(s, path):
+            raise FileNotFoundError(f"prior {s!r}: no such file or folder ({path.resolve()})")
         else:
             known = PRIORS.names()
             raise ValueError(
