@@ -140,7 +140,7 @@ def test_det_input_scaling_discrete_prior(scaling):
     op = LinearOperator.from_function(lambda x: x, (1, 4, 4), At=lambda y: y)
     y = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     RDMD(prior, steps=20, progress=False, det_input_scaling=scaling)(y, op, _sig(0.1), None)
-    t = 112  # the first deterministic timestep at N = 20, sigma_y 0.05 (rdmd.md 1.2 (b))
+    t = 112  # the first deterministic timestep at N = 20, sigma_y 0.05 (docs/samplers/rdmd.md, Schedules)
     x_in, level, _ = prior.calls[0]  # first deterministic call, on z0 = y
     assert float(level) == pytest.approx(ddpm_sigma(t), rel=1e-4)
     factor = np.sqrt(1.0 + ddpm_sigma(t) ** 2) if scaling == "none" else 1.0  # 1 / sqrt(abar_t)
@@ -159,8 +159,8 @@ def test_deterministic_prior_is_used_and_counted():
 def test_start_truncation_to_prior_sigma_max():
     op, prior = _op(), Recorder(sigma_max=1.0)
     s = RDMD(prior, steps=20, progress=False, tau=1.0)
-    # rdmd.md 1.2 (a), N = 20: 999, 770, 675, 602, 541, 487, 438, 393, 351, 311, 274, 239, 205, ...; sigma_t <= 1
-    # (abar_t >= 1/2) from t = 239 on (independent float64 table: 1.086 at 274, 0.903 at 239), i.e. from k0 = 11
+    # docs/samplers/rdmd.md, Schedules, N = 20: 999, 770, 675, 602, 541, 487, 438, 393, 351, 311, 274, 239, 205, ...;
+    # sigma_t <= 1 (abar_t >= 1/2) from t = 239 on (independent float64 table: 1.086 at 274, 0.903 at 239): k0 = 11
     assert ddpm_sigma(274) > 1.0 >= ddpm_sigma(239)
     k0 = 11
     assert s.total_nfe() == 20 - k0 - 1

@@ -62,7 +62,7 @@ def test_rdmd_deterministic_timesteps(n):
 def test_rdmd_deterministic_end_follows_sf_when_it_exceeds_255_sigma_y():
     # the schedule ends at max(sf, 255 sigma_y) / 255: at sigma_y = 0.05 (12.75 / 255) sf 1 and 4 agree ...
     assert rdmd_det_timesteps(100, 0.05, sf=4) == rdmd_det_timesteps(100, 0.05, sf=1) == T_PRIME[100]
-    # ... noiseless, sf decides: SR x4 ends at t = 5 (rdmd.md 1.2 (b)); sf = 1 ends at 2/255 = 0.0078 in model
+    # ... noiseless, sf decides: SR x4 ends at t = 5 (docs/samplers/rdmd.md); sf = 1 ends at 2/255 = 0.0078 in model
     # units, below the smallest level sigma_0 = sqrt(1e-4 / (1 - 1e-4)) = 0.0100, i.e. at t = 0
     sr4, deblur = rdmd_det_timesteps(100, 0.0, sf=4), rdmd_det_timesteps(100, 0.0, sf=1)
     assert sr4[0] == deblur[0] == 112 and sr4[-1] == 5 and deblur[-1] == 0

@@ -16,7 +16,7 @@ from zsir.models.ndr import NDRConfig, NDRRestore
 
 __all__ = ["OFFICIAL_IGNORE_PATTERNS", "load_official"]
 
-#: Official checkpoint keys that exist but are unused in the forward pass (``docs/ndr.md`` 1.5, 5.1).
+#: Official checkpoint keys that exist but are unused in the forward pass (``docs/priors/denoisers.md``).
 OFFICIAL_IGNORE_PATTERNS = ("degradation_net.", ".fg_dwconv.", ".low_rank_transform2.")
 
 
@@ -28,7 +28,7 @@ def load_official(
 ) -> NDRRestore:
     """Load the authors' ``model_L.pth`` (or any checkpoint in that layout) as a blind BGR restorer.
 
-    Key handling (``docs/ndr.md`` 1.5, 5.1, 8):
+    Key handling (``docs/priors/denoisers.md``, "Loading the official checkpoint"):
 
     * a ``module.`` prefix is stripped; a ``{"state_dict": ...}`` / ``{"params": ...}`` wrapper is opened;
     * ``restoration_net.dr`` is an alias of ``degradation_representations`` (either may be present; if both
@@ -37,7 +37,7 @@ def load_official(
       ``*low_rank_transform2*``) are dropped; every other key must match exactly (``ValueError`` naming the
       file and the unexpected / missing keys).
 
-    Residual variant (``docs/ndr.md`` 1.7): the two variants share all keys, so with ``residual="auto"`` both
+    Residual variant (``docs/priors/denoisers.md``): the two variants share all keys, so with ``residual="auto"`` both
     are run on a synthetic sigma = 25/255 noisy image (``probe``, RGB in [0, 1]; default: a smooth seeded
     pattern) and the one with the higher PSNR is kept; it is recorded in ``model.config.residual``.
 

@@ -12,7 +12,7 @@ everything is computed in float64 and cast back to the input dtype.
   gradients plus Matheron's rule for every other operator).
 * :class:`GaussianMixturePrior`: ``p(x) = sum_k w_k N(mu_k, Sigma_k)`` with isotropic or full covariances.
   Exact VE score, Tweedie denoiser, VP helpers, sampling and the exact posterior (again a mixture) under a linear
-  Gaussian measurement (offline.md 1.5).
+  Gaussian measurement (docs/priors/exact.md).
 * :class:`GaussianConsistency`, :class:`GaussianImageConsistency`, :class:`MixtureConsistency`: exact
   consistency functions (kind ``"consistency"``) mapping ``x_sigma`` to the point ``x_{sigma_min}`` of its
   probability-flow ODE trajectory ``dx/dsigma = -sigma * score(x, sigma)``; ``f(x, sigma_min) = x``.

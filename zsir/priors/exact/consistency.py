@@ -85,7 +85,7 @@ class GaussianImageConsistency(_ConsistencyBase):
 
 
 class MixtureConsistency(_ConsistencyBase):
-    r"""Oracle consistency function of a :class:`GaussianMixturePrior` (offline.md 1.5).
+    r"""Oracle consistency function of a :class:`GaussianMixturePrior` (docs/priors/exact.md).
 
     Integrates the VE PF-ODE ``dx/dsigma = -sigma grad log p_sigma(x)`` with the exact mixture score from
     ``sigma`` down to ``sigma_min`` (scipy ``solve_ivp``, DOP853, in ``t = log sigma``:

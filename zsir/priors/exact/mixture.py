@@ -17,7 +17,7 @@ __all__ = ["GaussianMixturePrior"]
 
 
 class GaussianMixturePrior(_Float64Prior):
-    r"""``p(x) = sum_k w_k N(x; mu_k, Sigma_k)`` on flattened images (offline.md 1.5 closed forms, float64).
+    r"""``p(x) = sum_k w_k N(x; mu_k, Sigma_k)`` on flattened images (closed forms in docs/priors/exact.md, float64).
 
     VE marginal: ``p_sigma = sum_k w_k N(mu_k, Sigma_k + sigma^2 I)``; the denoiser is Tweedie's
     ``D(x, sigma) = x + sigma^2 grad log p_sigma(x)``. Responsibilities use logsumexp.
@@ -237,7 +237,7 @@ class GaussianMixturePrior(_Float64Prior):
     def posterior(
         self, operator: LinearOperator | Tensor, y: Tensor, sigma_y: float | Tensor
     ) -> GaussianMixturePrior | list[GaussianMixturePrior]:
-        r"""Exact posterior ``p(x | y)`` for ``y = A x + n``, ``n ~ N(0, sigma_y^2 I)`` (Kalman form, offline.md 1.5).
+        r"""Exact posterior ``p(x | y)`` for ``y = A x + n``, ``n ~ N(0, sigma_y^2 I)`` (the Kalman form below).
 
         ``G_k = A S_k A^T + s^2 I``, ``K_k = S_k A^T G_k^{-1}``, ``m_k = mu_k + K_k (y - A mu_k)``,
         ``S~_k = S_k - K_k A S_k``, ``w~_k ∝ w_k N(y; A mu_k, G_k)``. Stable for ``sigma_y -> 0`` as long as
