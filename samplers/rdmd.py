@@ -27,7 +27,7 @@ diffusion state ``x`` is kept in VE form so the ``sqrt(abar)`` factors cancel. T
 the network ``z`` itself (``det_input_scaling="none"``, as the code: ``prior.denoise(z / sqrt(abar_t'),
 sigma_t')``) or the consistently scaled input (``"sqrt_abar"``: ``prior.denoise(z, sigma_t')``). The two only
 differ for discrete-time (VP-trained) priors; for VE-native priors (exact, denoiser, consistency) both feed
-``z``. ``t'_k = nearest_t(2 sigma'_k)`` with ``sigma'_k = dpir_sigmas(N, max(sf, 255 sigma_y) / 255)`` in
+``z``. ``t'_k = timestep_from_sigma(2 sigma'_k)`` with ``sigma'_k = dpir_sigmas(N, max(sf, 255 sigma_y) / 255)`` in
 [0, 1] units; priors without a timestep table receive ``2 sigma'_k`` directly.
 
 **Perception-distortion knob.** ``tau = pd``: 0 = deterministic RED branch only (lowest distortion), 1 =
@@ -48,9 +48,8 @@ falls back to the pseudo-inverse otherwise: bicubic up-sampling of ``y`` when ``
 integer factor (``rdmd_sr.py``), ``y`` itself when it has the image's shape (``rdmd_deblur.py``; masks, identity), else
 ``"pinv"``: the Tikhonov pseudo-inverse ``A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units), which works for every
 operator. The diffusion state always starts as ``x = z + sigma_{t_0} n`` (``rdmd_sr.py``); ``rdmd_deblur.py``
-starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y = nearest_t(2 sigma_y)``,
-which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (docs/samplers/rdmd.md):
-outputs agree to float32 round-off.
+starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y`` the timestep of
+``2 sigma_y``, which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (docs/samplers/rdmd.md): outputs agree to float32 round-off.
 """
 
 from __future__ import annotations
@@ -67,20 +66,19 @@ from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, randn, register_sampler
+from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import (
     ddpm_linear_alphas_cumprod,
     dpir_sigmas,
-    nearest_t,
     prior_alphas_cumprod,
     quad_timesteps,
-    sigma_table,
     truncate_to_prior,
 )
 from zsir.samplers.steps import ls_gradient, noise_estimate, renoise
 
 __all__ = ["RDMD", "rdmd_timesteps", "rdmd_det_timesteps", "rdmd_weights", "scale_factor"]
 
-_DET_SIGMA_START = 49.0 / 255.0  # DPIR "modelSigma1 = 49", [0, 1] units
+_DET_SIGMA_START = units.sigma_from_8bit(49.0)  # DPIR "modelSigma1 = 49", [0, 1] units
 _INITS = ("auto", "pinv", "y", "bicubic")
 
 
@@ -93,13 +91,17 @@ def rdmd_timesteps(num_iters: int, alphas_cumprod: np.ndarray | None = None) -> 
 def rdmd_det_timesteps(
     num_iters: int, sigma_y: float, sf: int = 1, alphas_cumprod: np.ndarray | None = None
 ) -> list[int]:
-    """Deterministic-branch timesteps ``t'_k = nearest_t(2 sigma'_k)``, docs/samplers/rdmd.md.
+    """Deterministic-branch timesteps ``t'_k = timestep_from_sigma(2 sigma'_k)``, docs/samplers/rdmd.md.
 
     ``sigma_y`` is in **[0, 1] image units**; ``sf`` is the super-resolution factor (1 for deblurring).
     """
-    table = sigma_table(ddpm_linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod)
-    s = dpir_sigmas(num_iters, max(sf, 255.0 * sigma_y) / 255.0, _DET_SIGMA_START)
-    return [int(t) for t in nearest_t(2.0 * s, table)]
+    table = units.sigma_from_abar(ddpm_linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod)
+    return [int(t) for t in units.timestep_from_sigma(units.sigma_to_model(_det_sigmas(num_iters, sigma_y, sf)), table)]
+
+
+def _det_sigmas(num_iters: int, sigma_y: float, sf: int) -> np.ndarray:
+    """Deterministic-branch levels ``sigma'_k = dpir_sigmas(N, max(sf, 255 sigma_y) / 255)``, [0, 1] image units."""
+    return dpir_sigmas(num_iters, units.sigma_from_8bit(max(sf, units.sigma_to_8bit(sigma_y))), _DET_SIGMA_START)
 
 
 def rdmd_weights(lambda_: float, tau: float, sigma_y, sigma_t):
@@ -129,31 +131,46 @@ def scale_factor(y_shape: Sequence[int], x_shape: Sequence[int]) -> int:
 class RDMD(Sampler):
     """RDMD sampler (see the module docstring for the update equations, units and NFE).
 
-    Hyperparameters (paper symbols):
-        lambda_: overall prior strength lambda (20).
-        tau: split between the deterministic (0) and stochastic (1) regulariser (0.5); ``pd`` maps to it.
-        zeta: fresh-noise share of the re-noising (0 for SR, 0.3 for deblurring in the code).
-        output: ``"z"`` (restoration variable) or ``"x0"`` (last stochastic-branch estimate).
-        det_input_scaling: ``"none"`` (as the code) or ``"sqrt_abar"``, see the module docstring.
-        deterministic_prior: ``None`` = the diffusion prior itself, or another :class:`~zsir.priors.Prior`
-            (e.g. a denoiser: the paper's dual-network variant).
-        init: ``"auto"``, ``"pinv"``, ``"y"`` or ``"bicubic"``.
-        sf: super-resolution factor of the sigma' schedule end, ``max(sf, 255 sigma_y) / 255``; ``None`` infers
-            it from the measurement shape (1 unless ``y`` is a down-scaled image).
+    Hyperparameters: :attr:`schema` (paper symbols, types, defaults, valid ranges). ``deterministic_prior`` is
+    ``None`` (the diffusion prior itself) or another :class:`~zsir.priors.Prior` (e.g. a denoiser: the paper's
+    dual-network variant); ``sf`` is the super-resolution factor of the sigma' schedule end,
+    ``max(sf, 255 sigma_y) / 255``, inferred from the measurement shape when ``None``.
     """
 
     name = "rdmd"
     default_steps = 100
-    hyperparameters = {
-        "lambda_": 20.0,
-        "tau": 0.5,
-        "zeta": 0.0,
-        "output": "z",
-        "det_input_scaling": "none",
-        "deterministic_prior": None,
-        "init": "auto",
-        "sf": None,
-    }
+    schema = Schema(
+        Param("lambda_", float, 20.0, "overall prior strength lambda", low=0.0, search=(1.0, 100.0), log=True),
+        Param(
+            "tau",
+            float,
+            0.5,
+            "split between the deterministic (0) and stochastic (1) regulariser; pd maps to it",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        Param(
+            "zeta",
+            float,
+            0.0,
+            "fresh-noise share of the re-noising (0 SR, 0.3 deblurring in the code)",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        Param("output", str, "z", "restoration variable z or the last stochastic-branch estimate", choices=("z", "x0")),
+        Param(
+            "det_input_scaling",
+            str,
+            "none",
+            "deterministic-branch input: z unscaled (the code) or scaled by sqrt(abar)",
+            choices=("none", "sqrt_abar"),
+        ),
+        Param("deterministic_prior", Prior, None, "prior of the deterministic branch (None: the same)", optional=True),
+        Param("init", str, "auto", "initialisation of z", choices=_INITS),
+        Param("sf", int, None, "SR factor of the sigma' schedule end (None: inferred)", low=1, optional=True),
+    )
     presets = {
         "sr": Preset(
             "RDMD official code defaults (rdmd_sr.py): FFHQ/ImageNet SR x4, sigma_y 0.05",
@@ -167,43 +184,25 @@ class RDMD(Sampler):
 
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        p = self.params
-        for key in ("tau", "zeta"):
-            if not 0.0 <= float(p[key]) <= 1.0:
-                raise ValueError(f"{key}: expected a number in [0, 1], got {p[key]}")
-        if not float(p["lambda_"]) >= 0.0:
-            raise ValueError(f"lambda_: expected a non-negative number, got {p['lambda_']}")
-        if p["output"] not in ("z", "x0"):
-            raise ValueError(f"output: expected 'z' or 'x0', got {p['output']!r}")
-        if p["det_input_scaling"] not in ("none", "sqrt_abar"):
-            raise ValueError(f"det_input_scaling: expected 'none' or 'sqrt_abar', got {p['det_input_scaling']!r}")
-        if p["init"] not in _INITS:
-            raise ValueError(f"init: expected one of {list(_INITS)}, got {p['init']!r}")
-        if p["deterministic_prior"] is not None and not isinstance(p["deterministic_prior"], Prior):
-            raise TypeError(
-                f"deterministic_prior: expected None or a zsir.priors.Prior, got {type(p['deterministic_prior'])}"
-            )
-        if p["sf"] is not None and int(p["sf"]) < 1:
-            raise ValueError(f"sf: expected None or a positive integer, got {p['sf']}")
         self._abar = prior_alphas_cumprod(prior)
-        self._sig = sigma_table(self._abar)
+        self._sig = units.sigma_from_abar(self._abar)
         self._t = rdmd_timesteps(self.steps, self._abar)
         self._start = truncate_to_prior(self._sig[self._t], prior.sigma_max)
 
     # ----- NFE ------------------------------------------------------------------------------------------------
     def _calls(self, det_used: bool) -> int:
         iters = self.steps - self._start
-        sto_used = float(self.params["tau"]) > 0.0
+        sto_used = self.params["tau"] > 0.0
         return (iters - 1) * (int(det_used) + int(sto_used)) + int(self.params["output"] == "x0")
 
     def total_nfe(self) -> int:
         """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
-        return self._calls(det_used=float(self.params["tau"]) < 1.0)
+        return self._calls(det_used=self.params["tau"] < 1.0)
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``tau = pd`` (0 = deterministic RED branch, 1 = stochastic branch)."""
-        return {"tau": float(pd)}
+        return {"tau": pd}
 
     # ----- pieces ---------------------------------------------------------------------------------------------
     def _initial_z(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, x_shape, sf: int) -> Tensor:
@@ -224,26 +223,24 @@ class RDMD(Sampler):
     def _det_levels(self, sigma_img: Tensor, sf: int, det_prior: Prior) -> tuple[Tensor, Tensor]:
         """Per-iteration, per-sample level ``(N, B)`` (model units) and input scale of the deterministic branch."""
         N = self.steps
-        s = np.stack(
-            [dpir_sigmas(N, max(sf, 255.0 * float(v)) / 255.0, _DET_SIGMA_START) for v in sigma_img.flatten()], 1
-        )
-        discrete = det_prior.alphas_cumprod is not None
-        if discrete:
+        s = units.sigma_to_model(np.stack([_det_sigmas(N, float(v), sf) for v in sigma_img.flatten()], 1))
+        if det_prior.alphas_cumprod is not None:
             abar = prior_alphas_cumprod(det_prior)
-            t = nearest_t((2.0 * s).reshape(-1), sigma_table(abar)).reshape(s.shape)
-            level = sigma_table(abar)[t]
-            scale = 1.0 / np.sqrt(abar[t]) if self.params["det_input_scaling"] == "none" else np.ones_like(level)
+            table = units.sigma_from_abar(abar)
+            t = units.timestep_from_sigma(s.reshape(-1), table).reshape(s.shape)
+            level = table[t]
+            scale = units.vp_to_ve(1.0, abar[t]) if self.params["det_input_scaling"] == "none" else np.ones_like(level)
         else:
-            level, scale = 2.0 * s, np.ones_like(s)
+            level, scale = s, np.ones_like(s)
         as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)).to(sigma_img)  # noqa: E731
         return as_t(level), as_t(scale)
 
     # ----- the loop -------------------------------------------------------------------------------------------
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         p = self.params
-        lam, tau, zeta = float(p["lambda_"]), float(p["tau"]), float(p["zeta"])
+        lam, tau, zeta = p["lambda_"], p["tau"], p["zeta"]
         x_shape = operator.x_shape(tuple(y.shape))
-        sf = int(p["sf"]) if p["sf"] is not None else scale_factor(y.shape, x_shape)
+        sf = p["sf"] if p["sf"] is not None else scale_factor(y.shape, x_shape)
         sigma_img = units.sigma_to_image(sigma_y)
         det_prior = p["deterministic_prior"] or self.prior
         mu, _, _ = rdmd_weights(lam, tau, sigma_img, 1.0)
