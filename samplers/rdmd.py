@@ -49,7 +49,8 @@ integer factor (``rdmd_sr.py``), ``y`` itself when it has the image's shape (``r
 ``"pinv"``: the Tikhonov pseudo-inverse ``A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units), which works for every
 operator. The diffusion state always starts as ``x = z + sigma_{t_0} n`` (``rdmd_sr.py``); ``rdmd_deblur.py``
 starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y`` the timestep of
-``2 sigma_y``, which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (docs/samplers/rdmd.md): outputs agree to float32 round-off.
+``2 sigma_y``, which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064``
+(docs/samplers/rdmd.md): outputs agree to float32 round-off.
 """
 
 from __future__ import annotations
