@@ -3,7 +3,8 @@ r"""Timestep and noise-level schedules shared by the samplers.
 All noise levels returned here are in **[-1, 1] model units** (VE std) unless a name says otherwise. The
 formulas follow the official codes in float32, so the integer timesteps match the lists of docs/samplers/rdmd.md
 and docs/samplers/cm4ir.md exactly (a float64 re-implementation can shift
-:func:`zsir.units.timestep_from_sigma` ties by one step). The DDPM linear table is :func:`zsir.priors.diffusion.ddpm_linear_alphas_cumprod`, re-exported here.
+:func:`zsir.units.timestep_from_sigma` ties by one step). The DDPM linear table is
+:func:`zsir.priors.diffusion.ddpm_linear_alphas_cumprod`, re-exported here.
 """
 
 from __future__ import annotations

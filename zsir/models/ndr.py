@@ -1,8 +1,8 @@
 r"""NDR-Restore (Yao et al., TIP 2024): Restormer with a Neural Degradation Representation on its skips.
 
 Written from the maths in the paper (arXiv:2310.12848) and ``docs/priors/denoisers.md`` (official code:
-github.com/mdyao/NDR-Restore, MIT); parameter names follow the official layout so that ``model_L.pth`` loads key for key (:meth:`NDRRestore.from_official`, written in
-:mod:`zsir.models.ndr_official`).
+github.com/mdyao/NDR-Restore, MIT); parameter names follow the official layout so that
+``model_L.pth`` loads key for key (:meth:`NDRRestore.from_official`, written in :mod:`zsir.models.ndr_official`).
 
 Network (``docs/priors/denoisers.md``, "Architecture"):
 
