@@ -8,6 +8,7 @@ in-process run, the one-process reference.
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 import os
 import shutil
@@ -237,7 +238,8 @@ def _interrupted(cmd: list[str], out: Path) -> str:
     deadline = time.monotonic() + 300
     while not list(out.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # it may have ended already: the assertion below reports it
+        os.killpg(proc.pid, signal.SIGTERM)
     return proc.communicate(timeout=120)[1]
 
 
