@@ -7,8 +7,8 @@ in-process run, the one-process reference.
 
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import os
 import shutil
