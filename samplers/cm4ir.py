@@ -47,62 +47,16 @@ sharper (more perceptual) sample.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, randn, register_sampler
 from zsir.samplers.schedules import cm4ir_taus, truncate_to_prior
-from zsir.samplers.steps import back_project, inject_noise
+from zsir.samplers.steps import back_project, inject_noise, median_fill, unobserved_mask
 
 __all__ = ["CM4IR", "median_fill", "unobserved_mask"]
-
-_MEDIAN_BUDGET = 1 << 24  # elements of one unfolded strip of median_fill
-
-
-def unobserved_mask(operator: LinearOperator, x_shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
-    """Boolean ``x_shape`` mask of the pixels the operator never observes (``A^T A 1 == 0``)."""
-    ones = torch.ones(tuple(x_shape), device=device, dtype=dtype)
-    return operator.AtA(ones) == 0
-
-
-def median_fill(x: Tensor, holes: Tensor, start_radius: int = 2) -> Tensor:
-    """Fill ``holes`` (a boolean mask broadcastable to ``x``) by repeated nan-medians over growing windows.
-
-    Each pass replaces every hole that has at least one known pixel in its ``(2r+1)^2`` window (per channel) by
-    the median of the known pixels of that window in the previous pass; ``r`` starts at ``start_radius`` and
-    grows by one per pass until no hole is left (cm4ir.md 1.3). Observed pixels are never changed. Batched;
-    the unfold is done in row strips so large holes stay within a fixed memory budget.
-    """
-    holes = holes.expand_as(x)
-    if not bool(holes.any()):
-        return x
-    if bool(holes.flatten(1).all(1).any()):
-        raise ValueError("x: a sample has no observed pixel; median fill needs at least one")
-    B, C, H, W = x.shape
-    cur = x.masked_fill(holes, float("nan")).reshape(B * C, 1, H, W)
-    r = start_radius
-    while bool(torch.isnan(cur).any()):
-        k = 2 * r + 1
-        padded = F.pad(cur, (r, r, r, r), value=float("nan"))
-        rows = max(1, _MEDIAN_BUDGET // (k * k * W * B * C))
-        new = cur.clone()
-        for i0 in range(0, H, rows):
-            i1 = min(i0 + rows, H)
-            if not bool(torch.isnan(cur[..., i0:i1, :]).any()):
-                continue
-            strip = padded[..., i0 : i1 + 2 * r, :]
-            win = F.unfold(strip, k).reshape(B * C, k * k, i1 - i0, W)
-            med = torch.nanmedian(win, dim=1).values.unsqueeze(1)
-            block = new[..., i0:i1, :]
-            new[..., i0:i1, :] = torch.where(torch.isnan(block), med, block)
-        cur = new
-        r += 1
-    return cur.reshape(B, C, H, W)
 
 
 def _row(dataset: str, task: str, sigma: float, i_n: int, gamma: float, zeta: float, deltas, inj: int | None):

@@ -99,7 +99,7 @@ class DDRM(DiffusionSampler):
         eta, eta_b = float(self.params["eta"]), float(self.params["eta_b"])
         eta_ni = float(self.params["eta_ni"]) if self.params["noise_injection"] else None
         k0, levels = self.start, self.levels
-        x = initial_state(y, op, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
+        x = initial_state(y, op, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         c_y = op.Ut(y)
         s = op.singulars(tuple(x.shape), device=x.device, dtype=x.dtype)
         observed = s > 0

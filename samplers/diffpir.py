@@ -106,7 +106,7 @@ class DiffPIR(DiffusionSampler):
         lam, zeta = float(p["lambda_"]), float(p["zeta"])
         eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
         k0, levels = self.start, self.levels
-        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         for k in range(k0, self.steps - 1):
             sigma = levels[k]
             x0 = self.denoise(x, sigma)
