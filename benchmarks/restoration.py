@@ -1,12 +1,14 @@
 """Zero-shot restoration benchmark: every sampler with one prior (default: the built-in prior) on five tasks.
 
-Tasks (measurement noise ``sigma_y`` in [0, 1] image units):
+Tasks are names of the task registry :mod:`zsir.tasks` (the CLI's ``--task``; measurement noise ``sigma_y`` in
+[0, 1] image units):
 
 * ``sr4``: bicubic x4 super-resolution (:class:`~zsir.operators.BicubicSR`), ``sigma_y = 0.05``;
-* ``gauss``: Gaussian blur, 61x61 kernel, std 3 px, circular (:class:`~zsir.operators.CircularBlur`), 0.05;
-* ``motion``: a seeded 61x61 camera-shake kernel (intensity 0.5), circular, 0.05;
-* ``box``: a missing centre box of half the side, noiseless;
-* ``random80``: 80 % of the pixels missing (shared by the channels, seeded), noiseless.
+* ``deblur-gauss-circular``: Gaussian blur, 61x61 kernel, std 3 px, circular (:class:`~zsir.operators.CircularBlur`),
+  0.05 (``gauss`` in results before the task registry);
+* ``deblur-motion``: a seeded 61x61 camera-shake kernel (intensity 0.5), circular, 0.05;
+* ``inpaint-box``: a missing centre box of half the side, noiseless;
+* ``inpaint-random:0.8``: 80 % of the pixels missing (shared by the channels, seeded), noiseless.
 
 Baselines: ``bicubic`` upsampling (sr4), the pseudo-inverse ``A^+ y`` (all), and a Wiener / Tikhonov filter
 ``0.5 + (A^T A + eta I)^{-1} A^T (y - A 0.5)`` with ``eta = sigma_y^2 / 0.05`` (blur tasks; 0.05 ~ the variance
@@ -15,7 +17,7 @@ per image.
 
 Examples::
 
-    python benchmarks/restoration.py --datasets ffhq256 imagenet256 --limit 2 --tasks sr4 gauss motion box random80
+    python benchmarks/restoration.py --datasets ffhq256 imagenet256 --limit 2 --tasks sr4 deblur-gauss-circular
     python benchmarks/restoration.py --datasets ffhq256 --tasks sr4 --pd 0 0.5 1   # rows per pd position
     python benchmarks/restoration.py --quick     # two 64x64 skimage crops, 2 tasks, few steps (a smoke test)
 """
@@ -36,33 +38,31 @@ import zsir
 from zsir import metrics as zmetrics
 from zsir import operators as ops
 from zsir.io import read_image
+from zsir.tasks import parse_task
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALL_SAMPLERS = ["rdmd", "cm4ir", "diffpir", "ddrm", "ddnm", "pnp", "dps"]
-ALL_TASKS = ["sr4", "gauss", "motion", "box", "random80"]
-SIGMA_Y = {"sr4": 0.05, "gauss": 0.05, "motion": 0.05, "box": 0.0, "random80": 0.0}
+SIGMA_Y = {
+    "sr4": 0.05,
+    "deblur-gauss-circular": 0.05,
+    "deblur-motion": 0.05,
+    "inpaint-box": 0.0,
+    "inpaint-random:0.8": 0.0,
+}
+ALL_TASKS = list(SIGMA_Y)
 
 
 def make_task(name: str, hw: tuple[int, int], seed: int = 0) -> ops.LinearOperator:
-    H, W = hw
-    if name == "sr4":
-        return ops.BicubicSR(4)
-    if name == "gauss":
-        return ops.CircularBlur(ops.gaussian_kernel_2d(61, 3.0))
-    if name == "motion":
-        return ops.CircularBlur(ops.motion_kernel(61, 0.5, generator=torch.Generator().manual_seed(seed)))
-    if name == "box":
-        return ops.Inpainting(ops.box_mask((H, W), (H // 4, W // 4, H // 2, W // 2)))
-    if name == "random80":
-        return ops.Inpainting(ops.random_mask((H, W), 0.8, generator=torch.Generator().manual_seed(seed)))
-    raise SystemExit(f"--tasks: unknown task {name!r}; known: {ALL_TASKS}")
+    if name not in SIGMA_Y:
+        raise SystemExit(f"--tasks: unknown task {name!r}; known: {ALL_TASKS}")
+    return parse_task(name).operator(hw, seed=seed)
 
 
 def baselines(task: str, op: ops.LinearOperator, y: torch.Tensor, sigma_y: float) -> dict[str, torch.Tensor]:
     out = {"pinv": op.pinv(y)}
     if task == "sr4":
         out["bicubic"] = F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False)
-    if task in ("gauss", "motion"):  # Tikhonov around the grey mean 0.5 (not around 0)
+    if task.startswith("deblur"):  # Tikhonov around the grey mean 0.5 (not around 0)
         out["wiener"] = 0.5 + op.pinv(y - op.A(0.5 * torch.ones_like(out["pinv"])), eta=sigma_y**2 / 0.05)
     return out
 
@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="two 64x64 skimage crops, sr4 + random80, 4 steps")
+    p.add_argument("--quick", action="store_true", help="two 64x64 skimage crops, sr4 + inpaint-random:0.8, 4 steps")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.tasks, args.steps = 64, ["sr4", "random80"], args.steps or 4
+        args.size, args.tasks, args.steps = 64, ["sr4", "inpaint-random:0.8"], args.steps or 4
     rows = run(args)
     print(to_markdown(rows))
     if args.json:

@@ -9,7 +9,7 @@ Writing a sampler::
     @register_sampler("mine")
     class Mine(Sampler):
         default_steps = 20
-        hyperparameters = {"eta": 0.5}
+        schema = Schema(Param("eta", float, 0.5, "fresh-noise share", low=0.0, high=1.0, search=(0.0, 1.0)))
         presets = {"paper": Preset("Mine et al. 2025, Table 1", {"eta": 0.3})}
 
         @classmethod
@@ -37,8 +37,9 @@ from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.registry import Registry
 from zsir.samplers import schedules
+from zsir.samplers.params import Param, Schema
 
-__all__ = ["Sampler", "DiffusionSampler", "Preset", "SAMPLERS", "register_sampler", "randn"]
+__all__ = ["Sampler", "DiffusionSampler", "Param", "Preset", "Schema", "SAMPLERS", "register_sampler", "randn"]
 
 SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
 register_sampler = SAMPLERS.register
@@ -70,40 +71,68 @@ class Sampler:
         prior: the :class:`~zsir.priors.Prior` to sample with.
         steps: number of iterations (sampler-specific meaning; ``None`` = ``default_steps``).
         progress: show a tqdm bar with the NFE count.
-        **hyperparameters: values for the keys of :attr:`hyperparameters` (unknown keys raise ValueError).
+        **hyperparameters: values for the names of :attr:`schema`, checked and converted by it (an unknown name,
+            a wrong type or a value out of range raises ValueError naming the sampler, the parameter and the range).
 
     Class attributes:
         name: registry name.
         default_steps: iterations when ``steps`` is ``None``.
-        hyperparameters: defaults of the sampler's own parameters (paper symbols).
-        presets: named settings reproducing published results.
+        schema: the sampler's own parameters (:class:`~zsir.samplers.params.Schema` of
+            :class:`~zsir.samplers.params.Param`: paper symbol, type, default, valid range, doc, search range).
+        hyperparameters: ``{name: default}``, derived from :attr:`schema`.
+        presets: named settings reproducing published results (validated against :attr:`schema` when the class is
+            defined; ``steps`` may be part of a preset).
         needs_grad: True only for samplers that differentiate through the prior (DPS).
     """
 
     name: ClassVar[str] = ""
     default_steps: ClassVar[int] = 100
+    schema: ClassVar[Schema] = Schema()
     hyperparameters: ClassVar[dict[str, Any]] = {}
     presets: ClassVar[dict[str, Preset]] = {}
     needs_grad: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.hyperparameters = cls.schema.defaults()
+        for key, preset in cls.presets.items():
+            try:
+                cls.check_params(preset.params)
+            except ValueError as err:
+                raise ValueError(f"preset {key!r}: {err}") from None
+
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         if not isinstance(prior, Prior):
             raise TypeError(f"prior: expected a zsir.priors.Prior, got {type(prior).__name__}")
-        unknown = sorted(set(hyperparameters) - set(self.hyperparameters))
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__}: unknown hyperparameter(s) {unknown}; known: {sorted(self.hyperparameters)}"
-            )
+        checked = self.schema.validate(hyperparameters, self.name or type(self).__name__)
         self.prior = prior
         self.steps = int(steps) if steps is not None else self.default_steps
         if self.steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps}")
         self.progress = progress
-        self.params: dict[str, Any] = {**self.hyperparameters, **hyperparameters}
+        self.params: dict[str, Any] = {**self.hyperparameters, **checked}
         self.nfe = 0
         self._bar: tqdm | None = None
 
-    # ----- pd knob and presets --------------------------------------------------------------------------------
+    # ----- hyperparameters, pd knob and presets ----------------------------------------------------------------
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate hyperparameters (and an optional ``steps``) against :attr:`schema` without building a sampler;
+        return them converted. Raises ValueError naming the sampler, the parameter and the valid range."""
+        params = dict(params)
+        steps = params.pop("steps", None)
+        out = cls.schema.validate(params, cls.name)
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"{cls.name}: steps: expected a positive integer, got {steps!r}")
+            out["steps"] = steps
+        return out
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        """The hyperparameters worth tuning, ``{name: Param}`` (each with ``search=(low, high)`` and ``log``)."""
+        return cls.schema.search_space()
+
     @classmethod
     def pd_params(cls, pd: float) -> dict[str, Any]:
         """Hyperparameters for perception-distortion position ``pd`` in [0, 1] (0 = faithful, 1 = perceptual)."""
@@ -169,13 +198,9 @@ class DiffusionSampler(Sampler):
 
     Class attributes:
         spacing: ``"uniform"`` (DDIM / DDRM skip) or ``"quad"`` (DiffPIR).
-        unit_interval: hyperparameters that must lie in [0, 1].
-        non_negative: hyperparameters that must be >= 0.
     """
 
     spacing: ClassVar[str] = "uniform"
-    unit_interval: ClassVar[tuple[str, ...]] = ()
-    non_negative: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -192,12 +217,6 @@ class DiffusionSampler(Sampler):
                 raise ValueError(f"steps: {steps} does not match the {len(timesteps)} timesteps given")
             steps = len(timesteps)
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        for key in self.unit_interval:
-            if not 0.0 <= float(self.params[key]) <= 1.0:
-                raise ValueError(f"{key}: expected a number in [0, 1], got {self.params[key]}")
-        for key in self.non_negative:
-            if not float(self.params[key]) >= 0.0:
-                raise ValueError(f"{key}: expected a non-negative number, got {self.params[key]}")
         abar = schedules.prior_alphas_cumprod(prior)
         if timesteps is None:
             spacing = {"uniform": schedules.uniform_timesteps, "quad": schedules.quad_timesteps}[self.spacing]
@@ -218,6 +237,17 @@ class DiffusionSampler(Sampler):
                 f"ends at level 0 by itself, so leave it out (pass timesteps= without it)"
             )
         self.start = schedules.truncate_to_prior(self.levels[:-1], prior.sigma_max)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`Sampler.check_params`, plus an explicit ``timesteps`` grid (checked against the prior's table when
+        the sampler is built)."""
+        params = dict(params)
+        timesteps = params.pop("timesteps", None)
+        out = super().check_params(params)
+        if timesteps is not None:
+            out["timesteps"] = timesteps
+        return out
 
     def total_nfe(self) -> int:
         """One prior call per step: ``N`` (fewer when the start is truncated to the prior's ``sigma_max``)."""

@@ -53,6 +53,7 @@ from torch import Tensor
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, randn, register_sampler
+from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import cm4ir_taus, truncate_to_prior
 from zsir.samplers.steps import back_project, inject_noise, median_fill, unobserved_mask
 
@@ -102,61 +103,64 @@ _TABLE = [
 class CM4IR(Sampler):
     """CM4IR sampler (see the module docstring for the update equations, units and the pd mapping).
 
-    Hyperparameters (paper symbols):
-        iN, gamma: schedule start index into the DDPM alpha-bar table and geometric growth of alpha-bar
-            (default 250, 0.2: the LSUN SR x4 sigma_y 0.05 setting; retune them for N != 4, cm4ir.md 1.2).
-        deltas: decoupled denoiser levels, a float or one value per step (noisiest first); ``delta_scale``
-            multiplies them (the pd knob).
-        injection_type: 0 = delta in the time embedding only, 1 = in the embedding and the scalings.
-        eta: fresh-noise share of the injected noise (0.1).
-        zeta: back-projection regulariser, ``eta_reg = zeta sigma_y^2`` (default 1, the official deblurring
-            value at sigma_y = 0.05: without it the exact pseudo-inverse of an ill-conditioned blur amplifies the
-            measurement noise without bound; the SR and inpainting presets set 0 as published, and noiseless
-            measurements are unaffected since ``eta_reg = 0``).
-        mu: back-projection step (1). median_fill: fill unobserved pixels of the initialisation (True).
+    Hyperparameters: :attr:`schema`. ``iN`` and ``gamma`` default to the LSUN SR x4 sigma_y 0.05 setting (retune
+    them for N != 4, cm4ir.md 1.2). ``zeta`` defaults to 1, the official deblurring value at sigma_y = 0.05:
+    without it the exact pseudo-inverse of an ill-conditioned blur amplifies the measurement noise without bound;
+    the SR and inpainting presets set 0 as published, and noiseless measurements are unaffected since
+    ``eta_reg = 0``.
     """
 
     name = "cm4ir"
     default_steps = 4
-    hyperparameters = {
-        "iN": 250,
-        "gamma": 0.2,
-        "deltas": 0.0,
-        "delta_scale": 1.0,
-        "injection_type": 0,
-        "eta": 0.1,
-        "zeta": 1.0,
-        "mu": 1.0,
-        "median_fill": True,
-    }
+    schema = Schema(
+        Param("iN", int, 250, "schedule start index into the DDPM alpha-bar table", low=0, high=998, search=(20, 500)),
+        Param(
+            "gamma",
+            float,
+            0.2,
+            "geometric growth of alpha-bar along the schedule",
+            low=0.0,
+            search=(0.005, 1.0),
+            log=True,
+        ),
+        Param(
+            "deltas",
+            float,
+            0.0,
+            "decoupled denoiser levels (1 + delta) tau, one per step (noisiest first) or one for all",
+            low=-1.0,
+            low_open=True,
+            per_step=True,
+        ),
+        Param("delta_scale", float, 1.0, "factor on the deltas (the pd knob)", low=0.0),
+        Param(
+            "injection_type", int, 0, "delta in the time embedding only (0) or also in the scalings (1)", choices=(0, 1)
+        ),
+        Param("eta", float, 0.1, "fresh-noise share of the injected noise", low=0.0, high=1.0, search=(0.0, 1.0)),
+        Param(
+            "zeta",
+            float,
+            1.0,
+            "back-projection regulariser, eta_reg = zeta sigma_y^2",
+            low=0.0,
+            search=(0.01, 10.0),
+            log=True,
+        ),
+        Param("mu", float, 1.0, "back-projection step", low=0.0, search=(0.25, 1.5)),
+        Param("median_fill", bool, True, "fill unobserved pixels of the initialisation by growing medians"),
+    )
     presets = dict(_row(*row) for row in _TABLE)
 
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         p = self.params
-        if not 0 <= int(p["iN"]) < 999:
-            raise ValueError(f"iN: expected an integer timestep in [0, 998], got {p['iN']}")
-        if not float(p["gamma"]) >= 0.0:
-            raise ValueError(f"gamma: expected a non-negative number, got {p['gamma']}")
-        if not 0.0 <= float(p["eta"]) <= 1.0:
-            raise ValueError(f"eta: expected a number in [0, 1], got {p['eta']}")
-        if p["injection_type"] not in (0, 1):
-            raise ValueError(f"injection_type: expected 0 or 1, got {p['injection_type']!r}")
-        for key in ("zeta", "mu", "delta_scale"):
-            if not float(p[key]) >= 0.0:
-                raise ValueError(f"{key}: expected a non-negative number, got {p[key]}")
-        deltas = p["deltas"]
-        if isinstance(deltas, (int, float)):
-            deltas = [float(deltas)] * self.steps
-        deltas = [float(d) for d in deltas]
+        deltas = p["deltas"] if isinstance(p["deltas"], list) else [p["deltas"]] * self.steps
         if len(deltas) != self.steps:
             raise ValueError(
                 f"deltas: expected {self.steps} values (one per step, steps={self.steps}), got {len(deltas)}: {deltas}"
             )
-        if min(deltas) <= -1.0:
-            raise ValueError(f"deltas: expected values > -1 (the level is (1 + delta) tau), got {deltas}")
-        self.deltas = [float(p["delta_scale"]) * d for d in deltas]
-        self.taus = cm4ir_taus(int(p["iN"]), float(p["gamma"]), self.steps)
+        self.deltas = [p["delta_scale"] * d for d in deltas]
+        self.taus = cm4ir_taus(p["iN"], p["gamma"], self.steps)
         self._start = truncate_to_prior(self.taus, prior.sigma_max)
 
     def total_nfe(self) -> int:
@@ -166,7 +170,7 @@ class CM4IR(Sampler):
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``eta = 0.1 + 0.8 pd``, ``delta_scale = 1 - pd`` (pd = 0: the published setting)."""
-        return {"eta": 0.1 + 0.8 * float(pd), "delta_scale": 1.0 - float(pd)}
+        return {"eta": 0.1 + 0.8 * pd, "delta_scale": 1.0 - pd}
 
     def consistency(self, x: Tensor, tau: float, delta: float) -> Tensor:
         """One prior call at true level ``tau`` with the decoupled level ``(1 + delta) tau`` (model units)."""
@@ -177,8 +181,8 @@ class CM4IR(Sampler):
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         p = self.params
-        eta, mu = float(p["eta"]), float(p["mu"])
-        eta_reg = float(p["zeta"]) * sigma_y**2
+        eta, mu = p["eta"], p["mu"]
+        eta_reg = p["zeta"] * sigma_y**2
         x = operator.pinv(y, eta_reg)
         if p["median_fill"]:
             x = median_fill(x, unobserved_mask(operator, (1, *x.shape[1:]), device=x.device, dtype=x.dtype))

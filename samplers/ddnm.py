@@ -55,6 +55,7 @@ from torch import Tensor
 
 from zsir.operators.base import LinearOperator, SVDOperator
 from zsir.samplers.base import DiffusionSampler, Preset, randn, register_sampler
+from zsir.samplers.params import NOISE_INJECTION, Param, Schema
 from zsir.samplers.steps import back_project, initial_state, noise_estimate, renoise_or_inject
 
 __all__ = ["DDNM", "DDNMPlus"]
@@ -64,17 +65,25 @@ __all__ = ["DDNM", "DDNMPlus"]
 class DDNM(DiffusionSampler):
     """DDNM sampler; ``plus=True`` (or the sampler ``"ddnm+"``) is DDNM+ (see the module docstring).
 
-    Hyperparameters (paper symbols):
-        eta: DDIM noise share (0.85).
-        plus: per-singular-value noise handling of DDNM+ (False for ``"ddnm"``, True for ``"ddnm+"``).
-        zeta: Tikhonov weight of DDNM+'s fallback back-projection for non-SVD operators,
-            ``eta_reg = zeta sigma_y^2 / sigma'^2`` (1; plain DDNM projects exactly).
-        noise_injection: CM4IR's noise injection instead of DDIM re-noising (False); ``eta_ni`` its fresh share.
+    Hyperparameters: :attr:`schema` (paper symbols); ``plus`` is False for ``"ddnm"`` and True for ``"ddnm+"``.
     """
 
     name = "ddnm"
     default_steps = 100
-    hyperparameters = {"eta": 0.85, "plus": False, "zeta": 1.0, "noise_injection": False, "eta_ni": 0.1}
+    schema = Schema(
+        Param("eta", float, 0.85, "DDIM noise share", low=0.0, high=1.0, search=(0.0, 1.0)),
+        Param("plus", bool, False, "per-singular-value noise handling of DDNM+"),
+        Param(
+            "zeta",
+            float,
+            1.0,
+            "Tikhonov weight of DDNM+'s back-projection for non-SVD operators, eta_reg = zeta sigma_y^2 / sigma'^2",
+            low=0.0,
+            search=(0.01, 10.0),
+            log=True,
+        ),
+        *NOISE_INJECTION,
+    )
     presets = {
         "paper": Preset(
             "DDNM official configs: T_sampling 100, eta 0.85, no time travel (travel_length 1, travel_repeat 1)",
@@ -82,19 +91,16 @@ class DDNM(DiffusionSampler):
         ),
     }
 
-    unit_interval = ("eta", "eta_ni")
-    non_negative = ("zeta",)
-
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``eta = 1 - pd``."""
-        return {"eta": 1.0 - float(pd)}
+        return {"eta": 1.0 - pd}
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         p = self.params
-        eta = float(p["eta"])
-        eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
-        spectral = bool(p["plus"]) and isinstance(operator, SVDOperator)
+        eta = p["eta"]
+        eta_ni = p["eta_ni"] if p["noise_injection"] else None
+        spectral = p["plus"] and isinstance(operator, SVDOperator)
         k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         if spectral:
@@ -116,7 +122,7 @@ class DDNM(DiffusionSampler):
             return back_project(x0, y, operator)
         if sigma_next == 0.0:
             return torch.where(sigma_y > 0, x0, back_project(x0, y, operator))
-        return back_project(x0, y, operator, float(self.params["zeta"]) * sigma_y**2 / sigma_next**2)
+        return back_project(x0, y, operator, self.params["zeta"] * sigma_y**2 / sigma_next**2)
 
 
 class _PlusStep:
@@ -155,7 +161,7 @@ class DDNMPlus(DDNM):
     """DDNM+ (``DDNM`` with ``plus=True``): noise-aware range-null-space sampling for noisy measurements."""
 
     name = "ddnm+"
-    hyperparameters = {**DDNM.hyperparameters, "plus": True}
+    schema = DDNM.schema.with_defaults(plus=True)
     presets = {
         "paper": Preset(
             "DDNM+ official configs (svd_based_ddnm_plus): T_sampling 100, eta 0.85, no time travel",

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from zsir.operators.base import LinearOperator, SVDOperator
 from zsir.samplers.base import DiffusionSampler, Preset, randn, register_sampler
+from zsir.samplers.params import NOISE_INJECTION, Param, Schema
 from zsir.samplers.steps import initial_state, noise_estimate, renoise_or_inject
 
 __all__ = ["DDRM", "require_svd"]
@@ -71,15 +72,32 @@ def require_svd(operator: LinearOperator, sampler: str) -> SVDOperator:
 class DDRM(DiffusionSampler):
     """DDRM sampler (see the module docstring for the update equations, units and the pd mapping).
 
-    Hyperparameters (paper symbols):
-        eta: fresh-noise share of the unobserved and less-noisy coefficients (``eta_A = eta_C``, 0.85).
-        eta_b: weight of ``y_bar`` on the coefficients noisier than ``y`` (``eta_B``, 1).
-        noise_injection: replace DDIM re-noising by CM4IR's injection (False); ``eta_ni`` its fresh share (0.1).
+    Hyperparameters: :attr:`schema` (paper symbols).
     """
 
     name = "ddrm"
     default_steps = 20
-    hyperparameters = {"eta": 0.85, "eta_b": 1.0, "noise_injection": False, "eta_ni": 0.1}
+    schema = Schema(
+        Param(
+            "eta",
+            float,
+            0.85,
+            "fresh-noise share of the unobserved and less-noisy coefficients (eta_A = eta_C)",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        Param(
+            "eta_b",
+            float,
+            1.0,
+            "weight of y_bar on the coefficients noisier than y (eta_B)",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        *NOISE_INJECTION,
+    )
     presets = {
         "paper": Preset(
             "DDRM (Kawar et al. 2022) README / paper default: 20 steps, uniform skip, eta 0.85, eta_b 1",
@@ -87,17 +105,15 @@ class DDRM(DiffusionSampler):
         ),
     }
 
-    unit_interval = ("eta", "eta_b", "eta_ni")
-
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``eta = 1 - pd``."""
-        return {"eta": 1.0 - float(pd)}
+        return {"eta": 1.0 - pd}
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         op = require_svd(operator, "DDRM")
-        eta, eta_b = float(self.params["eta"]), float(self.params["eta_b"])
-        eta_ni = float(self.params["eta_ni"]) if self.params["noise_injection"] else None
+        eta, eta_b = self.params["eta"], self.params["eta_b"]
+        eta_ni = self.params["eta_ni"] if self.params["noise_injection"] else None
         k0, levels = self.start, self.levels
         x = initial_state(y, op, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         c_y = op.Ut(y)

@@ -44,6 +44,7 @@ from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.samplers.base import DiffusionSampler, Preset, register_sampler
+from zsir.samplers.params import NOISE_INJECTION, Param, Schema
 from zsir.samplers.steps import initial_state, noise_estimate, renoise_or_inject
 
 __all__ = ["DiffPIR", "diffpir_rho"]
@@ -58,17 +59,34 @@ def diffpir_rho(lambda_: float, sigma_y: Tensor, sigma_t: float) -> Tensor:
 class DiffPIR(DiffusionSampler):
     """DiffPIR sampler (see the module docstring for the update equations, units and the pd mapping).
 
-    Hyperparameters (paper symbols):
-        lambda_: data-prior trade-off lambda (1, the official configs).
-        zeta: fresh-noise share of the re-noising (0.1, the official SR / deblur configs).
-        noise_injection: CM4IR's noise injection instead of the re-noising (False); ``eta_ni`` its fresh share.
+    Hyperparameters: :attr:`schema` (paper symbols).
     """
 
     name = "diffpir"
     default_steps = 100
     spacing = "quad"
-    unit_interval = ("zeta", "eta_ni")
-    hyperparameters = {"lambda_": 1.0, "zeta": 0.1, "noise_injection": False, "eta_ni": 0.1}
+    schema = Schema(
+        Param(
+            "lambda_",
+            float,
+            1.0,
+            "data-prior trade-off lambda (1: the official configs)",
+            low=0.0,
+            low_open=True,
+            search=(0.1, 50.0),
+            log=True,
+        ),
+        Param(
+            "zeta",
+            float,
+            0.1,
+            "fresh-noise share of the re-noising (0.1: the official SR / deblur configs)",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        *NOISE_INJECTION,
+    )
     presets = {
         "sr": Preset(
             "DiffPIR official configs/sisr.yaml: SR x4, sigma_y 12.75/255, 100 steps, lambda 1, zeta 0.1",
@@ -93,18 +111,16 @@ class DiffPIR(DiffusionSampler):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         if self.steps < 2:
             raise ValueError(f"steps: DiffPIR's quad schedule needs at least 2 steps, got {self.steps}")
-        if not float(self.params["lambda_"]) > 0.0:
-            raise ValueError(f"lambda_: expected a positive number, got {self.params['lambda_']}")
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``zeta = 1 - pd``."""
-        return {"zeta": 1.0 - float(pd)}
+        return {"zeta": 1.0 - pd}
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         p = self.params
-        lam, zeta = float(p["lambda_"]), float(p["zeta"])
-        eta_ni = float(p["eta_ni"]) if p["noise_injection"] else None
+        lam, zeta = p["lambda_"], p["zeta"]
+        eta_ni = p["eta_ni"] if p["noise_injection"] else None
         k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         for k in range(k0, self.steps - 1):

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from zsir.operators.base import LinearOperator
 from zsir.samplers.base import DiffusionSampler, Preset, Sampler, randn, register_sampler
+from zsir.samplers.params import Param, Schema
 from zsir.samplers.steps import initial_state
 
 __all__ = ["DPS", "residual_norm_gradient"]
@@ -71,16 +72,24 @@ def residual_norm_gradient(
 class DPS(DiffusionSampler):
     """DPS sampler (see the module docstring for the update equations, units and the pd mapping).
 
-    Hyperparameters (paper symbols):
-        zeta: step size of the residual-norm gradient (0.5: the official FFHQ inpainting config; 0.3 for SR and
-            deblurring, see the presets).
-        eta: scale of the DDPM noise (1, the paper).
+    Hyperparameters: :attr:`schema` (paper symbols).
     """
 
     name = "dps"
     default_steps = 1000
     needs_grad = True
-    hyperparameters = {"zeta": 0.5, "eta": 1.0}
+    schema = Schema(
+        Param(
+            "zeta",
+            float,
+            0.5,
+            "step size of the residual-norm gradient (0.5: official FFHQ inpainting; 0.3: SR and deblurring)",
+            low=0.0,
+            search=(0.01, 2.0),
+            log=True,
+        ),
+        Param("eta", float, 1.0, "scale of the DDPM noise (1: the paper)", low=0.0, high=1.0, search=(0.0, 1.0)),
+    )
     presets = {
         "sr4": Preset(
             "DPS official configs/super_resolution_config.yaml (FFHQ SR x4): 1000 steps, scale 0.3",
@@ -96,16 +105,13 @@ class DPS(DiffusionSampler):
         ),
     }
 
-    non_negative = ("zeta",)
-    unit_interval = ("eta",)
-
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``zeta = 10^(-pd)``."""
-        return {"zeta": 10.0 ** (-float(pd))}
+        return {"zeta": 10.0 ** (-pd)}
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
-        zeta, eta = float(self.params["zeta"]), float(self.params["eta"])
+        zeta, eta = self.params["zeta"], self.params["eta"]
         k0, levels = self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y).detach()
         for k in range(k0, self.steps):

@@ -37,6 +37,7 @@ from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, register_sampler
+from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import dpir_sigmas, truncate_to_prior
 from zsir.samplers.steps import informative_start
 
@@ -68,16 +69,44 @@ def pnp_schedule(
 class PnP(Sampler):
     """PnP-HQS sampler with the DPIR schedule (see the module docstring).
 
-    Hyperparameters (paper symbols, stds in [0, 1] image units):
-        lambda_: DPIR's trade-off constant in ``rho_k`` (0.23).
-        sigma_start: first denoiser level (49/255). sigma_end_min: floor of the last level (0.6/255 for
-            deblurring; the SR factor / 255 for super-resolution).
-        end_scale: factor on the last level (1; the pd knob).
+    Hyperparameters: :attr:`schema` (paper symbols, stds in [0, 1] image units).
     """
 
     name = "pnp"
     default_steps = 8
-    hyperparameters = {"lambda_": 0.23, "sigma_start": 49.0 / 255.0, "sigma_end_min": 0.6 / 255.0, "end_scale": 1.0}
+    schema = Schema(
+        Param(
+            "lambda_",
+            float,
+            0.23,
+            "DPIR's trade-off constant in rho_k",
+            low=0.0,
+            low_open=True,
+            search=(0.01, 2.0),
+            log=True,
+        ),
+        Param(
+            "sigma_start",
+            float,
+            49.0 / 255.0,
+            "first denoiser level, [0, 1] image units",
+            low=0.0,
+            low_open=True,
+            search=(10.0 / 255.0, 100.0 / 255.0),
+            log=True,
+        ),
+        Param(
+            "sigma_end_min",
+            float,
+            0.6 / 255.0,
+            "floor of the last denoiser level, [0, 1] image units (0.6/255 deblurring, SR factor/255 for SR)",
+            low=0.0,
+            low_open=True,
+            search=(0.1 / 255.0, 10.0 / 255.0),
+            log=True,
+        ),
+        Param("end_scale", float, 1.0, "factor on the last level (the pd knob)", low=0.0, high=1.0, low_open=True),
+    )
     presets = {
         "deblur": Preset(
             "DPIR main_dpir_deblur.py: 8 iterations, sigma 49/255 -> max(0.6, 255 sigma_y)/255, lambda 0.23",
@@ -91,26 +120,13 @@ class PnP(Sampler):
 
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        p = self.params
-        for key in ("lambda_", "sigma_start", "sigma_end_min"):
-            if not float(p[key]) > 0.0:
-                raise ValueError(f"{key}: expected a positive number, got {p[key]}")
-        if not 0.0 < float(p["end_scale"]) <= 1.0:
-            raise ValueError(f"end_scale: expected a number in (0, 1], got {p['end_scale']}")
         if prior.kind != "mmse":
             raise ValueError(f"prior: PnP needs an MMSE denoiser (kind 'mmse'), got kind {prior.kind!r}")
         self._start = truncate_to_prior(self._schedule(0.0)[0] * 2.0, prior.sigma_max)
 
     def _schedule(self, sigma_img: float) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
-        return pnp_schedule(
-            self.steps,
-            sigma_img,
-            float(p["lambda_"]),
-            float(p["sigma_start"]),
-            float(p["sigma_end_min"]),
-            float(p["end_scale"]),
-        )
+        return pnp_schedule(self.steps, sigma_img, p["lambda_"], p["sigma_start"], p["sigma_end_min"], p["end_scale"])
 
     def total_nfe(self) -> int:
         """One denoiser call per iteration: ``K`` (fewer under start truncation)."""
@@ -119,7 +135,7 @@ class PnP(Sampler):
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``end_scale = 1 - pd / 2``."""
-        return {"end_scale": 1.0 - 0.5 * float(pd)}
+        return {"end_scale": 1.0 - 0.5 * pd}
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         per_sample = [self._schedule(float(s)) for s in units.sigma_to_image(sigma_y).flatten()]

@@ -85,6 +85,7 @@ from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, randn, register_sampler
+from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import (
     ddpm_linear_alphas_cumprod,
     dpir_sigmas,
@@ -137,34 +138,53 @@ def rdmd_weights(lambda_: float, tau: float, sigma_y, sigma_t):
 class RDMD(Sampler):
     """RDMD sampler (see the module docstring for the update equations, units and NFE).
 
-    Hyperparameters (paper symbols):
-        lambda_: overall prior strength lambda (20).
-        tau: split between the deterministic (0) and stochastic (1) regulariser (0.5); ``pd`` maps to it.
-        zeta: fresh-noise share of the re-noising (0 for SR, 0.3 for deblurring in the code).
-        output: ``"z"`` (restoration variable) or ``"x0"`` (last stochastic-branch estimate).
-        det_input_scaling: ``"none"`` (as the code) or ``"sqrt_abar"``, see the module docstring.
-        deterministic_prior: ``None`` = the diffusion prior itself, or another :class:`~zsir.priors.Prior`
-            (e.g. a denoiser: the paper's dual-network variant).
-        init: ``"auto"``, ``"start"``, ``"pinv"``, ``"y"`` or ``"bicubic"``.
-        data_step: ``"gradient"`` (the paper's single gradient step), ``"prox"`` (the exact minimiser of the
-            combined objective) or ``"auto"`` (default: ``"prox"`` for noiseless samples, ``"gradient"`` otherwise).
-        sf: super-resolution factor of the sigma' schedule end, ``max(sf, 255 sigma_y) / 255``; ``None`` infers
-            it from the measurement shape (1 unless ``y`` is a down-scaled image).
+    Hyperparameters: :attr:`schema` (paper symbols, types, defaults, valid ranges). ``deterministic_prior`` is
+    ``None`` (the diffusion prior itself) or another :class:`~zsir.priors.Prior` (e.g. a denoiser: the paper's
+    dual-network variant); ``sf`` is the super-resolution factor of the sigma' schedule end,
+    ``max(sf, 255 sigma_y) / 255``, inferred from the measurement shape when ``None``.
     """
 
     name = "rdmd"
     default_steps = 100
-    hyperparameters = {
-        "lambda_": 20.0,
-        "tau": 0.5,
-        "zeta": 0.0,
-        "output": "z",
-        "det_input_scaling": "none",
-        "deterministic_prior": None,
-        "init": "auto",
-        "sf": None,
-        "data_step": "auto",
-    }
+    schema = Schema(
+        Param("lambda_", float, 20.0, "overall prior strength lambda", low=0.0, search=(1.0, 100.0), log=True),
+        Param(
+            "tau",
+            float,
+            0.5,
+            "split between the deterministic (0) and stochastic (1) regulariser; pd maps to it",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        Param(
+            "zeta",
+            float,
+            0.0,
+            "fresh-noise share of the re-noising (0 SR, 0.3 deblurring in the code)",
+            low=0.0,
+            high=1.0,
+            search=(0.0, 1.0),
+        ),
+        Param("output", str, "z", "restoration variable z or the last stochastic-branch estimate", choices=("z", "x0")),
+        Param(
+            "det_input_scaling",
+            str,
+            "none",
+            "deterministic-branch input: z unscaled (the code) or scaled by sqrt(abar)",
+            choices=("none", "sqrt_abar"),
+        ),
+        Param("deterministic_prior", Prior, None, "prior of the deterministic branch (None: the same)", optional=True),
+        Param("init", str, "auto", "initialisation of z", choices=_INITS),
+        Param("sf", int, None, "SR factor of the sigma' schedule end (None: inferred)", low=1, optional=True),
+        Param(
+            "data_step",
+            str,
+            "auto",
+            "gradient (paper), prox (exact minimiser), auto (prox for noiseless samples)",
+            choices=("auto", "gradient", "prox"),
+        ),
+    )
     presets = {
         "sr": Preset(
             "RDMD official code defaults (rdmd_sr.py): FFHQ/ImageNet SR x4, sigma_y 0.05",
@@ -178,26 +198,6 @@ class RDMD(Sampler):
 
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
-        p = self.params
-        for key in ("tau", "zeta"):
-            if not 0.0 <= float(p[key]) <= 1.0:
-                raise ValueError(f"{key}: expected a number in [0, 1], got {p[key]}")
-        if not float(p["lambda_"]) >= 0.0:
-            raise ValueError(f"lambda_: expected a non-negative number, got {p['lambda_']}")
-        if p["output"] not in ("z", "x0"):
-            raise ValueError(f"output: expected 'z' or 'x0', got {p['output']!r}")
-        if p["det_input_scaling"] not in ("none", "sqrt_abar"):
-            raise ValueError(f"det_input_scaling: expected 'none' or 'sqrt_abar', got {p['det_input_scaling']!r}")
-        if p["init"] not in _INITS:
-            raise ValueError(f"init: expected one of {list(_INITS)}, got {p['init']!r}")
-        if p["deterministic_prior"] is not None and not isinstance(p["deterministic_prior"], Prior):
-            raise TypeError(
-                f"deterministic_prior: expected None or a zsir.priors.Prior, got {type(p['deterministic_prior'])}"
-            )
-        if p["data_step"] not in ("auto", "gradient", "prox"):
-            raise ValueError(f"data_step: expected 'auto', 'gradient' or 'prox', got {p['data_step']!r}")
-        if p["sf"] is not None and int(p["sf"]) < 1:
-            raise ValueError(f"sf: expected None or a positive integer, got {p['sf']}")
         self._abar = prior_alphas_cumprod(prior)
         self._sig = sigma_table(self._abar)
         self._t = rdmd_timesteps(self.steps, self._abar)
@@ -206,17 +206,17 @@ class RDMD(Sampler):
     # ----- NFE ------------------------------------------------------------------------------------------------
     def _calls(self, det_used: bool) -> int:
         iters = self.steps - self._start
-        sto_used = float(self.params["tau"]) > 0.0
+        sto_used = self.params["tau"] > 0.0
         return (iters - 1) * (int(det_used) + int(sto_used)) + int(self.params["output"] == "x0")
 
     def total_nfe(self) -> int:
         """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
-        return self._calls(det_used=float(self.params["tau"]) < 1.0)
+        return self._calls(det_used=self.params["tau"] < 1.0)
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
         """``tau = pd`` (0 = deterministic RED branch, 1 = stochastic branch)."""
-        return {"tau": float(pd)}
+        return {"tau": pd}
 
     # ----- pieces ---------------------------------------------------------------------------------------------
     def _initial_z(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, x_shape, sf: int) -> Tensor:
@@ -273,9 +273,9 @@ class RDMD(Sampler):
     # ----- the loop -------------------------------------------------------------------------------------------
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         p = self.params
-        lam, tau, zeta = float(p["lambda_"]), float(p["tau"]), float(p["zeta"])
+        lam, tau, zeta = p["lambda_"], p["tau"], p["zeta"]
         x_shape = operator.x_shape(tuple(y.shape))
-        sf = int(p["sf"]) if p["sf"] is not None else scale_factor(y.shape, x_shape)
+        sf = p["sf"] if p["sf"] is not None else scale_factor(y.shape, x_shape)
         sigma_img = units.sigma_to_image(sigma_y)
         det_prior = p["deterministic_prior"] or self.prior
         mu, _, _ = rdmd_weights(lam, tau, sigma_img, 1.0)

@@ -102,7 +102,9 @@ def solve(
         generator: a ``torch.Generator`` or an integer seed; the same seed gives the same output.
         progress: show a progress bar with the NFE count.
         return_result: return a :class:`SolveResult` instead of the tensor.
-        **hyperparameters: the sampler's own parameters (paper symbols, e.g. ``tau``, ``lambda_``, ``zeta``).
+        **hyperparameters: the sampler's own parameters (paper symbols, e.g. ``tau``, ``lambda_``, ``zeta``),
+            checked against the sampler's ``schema`` before any work: an unknown name, a wrong type or a value out
+            of range raises ValueError naming the sampler, the parameter and the valid range.
 
     Returns:
         the restored batch ``(B, C, H, W)`` in [0, 1], or a :class:`SolveResult`.
@@ -127,6 +129,11 @@ def solve(
     else:
         raise TypeError(f"sampler: expected a name or a Sampler subclass, got {sampler!r}")
 
+    params = resolve_params(sampler_cls, preset, pd, hyperparameters)
+    steps = params.pop("steps", None) if steps is None else steps
+    params.pop("steps", None)
+    params = sampler_cls.check_params(params)  # types and ranges, before the prior is loaded
+
     if prior is None or isinstance(prior, str):
         from zsir.priors import load_prior
 
@@ -145,9 +152,6 @@ def solve(
         generator = torch.Generator(device=y.device)
         generator.seed()
 
-    params = resolve_params(sampler_cls, preset, pd, hyperparameters)
-    steps = params.pop("steps", None) if steps is None else steps
-    params.pop("steps", None)
     algo = sampler_cls(prior, steps=steps, progress=progress, **params)
 
     operator = operator.to(y.device)

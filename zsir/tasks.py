@@ -7,6 +7,8 @@ task                         operator (``H x W`` = size of the clean / restored 
 ``sr2-avg`` ... ``sr8-avg``  :class:`~zsir.operators.AveragePoolSR` (DDRM/CM4IR ``sr{f}``, block average)
 ``deblur-gauss``             :class:`~zsir.operators.SeparableBlur`, Gaussian std 3 px, 61 taps (DPS/RDMD's
                              kernel), zero boundary
+``deblur-gauss-circular``    :class:`~zsir.operators.CircularBlur`, the same Gaussian as a 61x61 kernel
+                             (:func:`~zsir.operators.gaussian_kernel_2d`), periodic boundary
 ``deblur-uniform``           :class:`~zsir.operators.SeparableBlur`, 9-tap box (DDRM ``deblur_uni``)
 ``deblur-motion``            :class:`~zsir.operators.CircularBlur`, a 61x61 :func:`~zsir.operators.motion_kernel`
                              (intensity 0.5) drawn from the seed, periodic boundary
@@ -39,7 +41,8 @@ from zsir.registry import suggest
 __all__ = ["Task", "parse_task", "TASK_NAMES", "load_kernel"]
 
 TASK_NAMES = [
-    "sr2", "sr4", "sr8", "sr2-avg", "sr4-avg", "sr8-avg", "deblur-gauss", "deblur-uniform", "deblur-motion",
+    "sr2", "sr4", "sr8", "sr2-avg", "sr4-avg", "sr8-avg", "deblur-gauss", "deblur-gauss-circular", "deblur-uniform",
+    "deblur-motion",
     "deblur-kernel:FILE", "inpaint-box", "inpaint-random", "inpaint-random:P", "inpaint-mask:FILE", "colorize",
     "denoise",
 ]  # fmt: skip
@@ -90,6 +93,8 @@ class Task:
             return (ops.AveragePoolSR if self.name.endswith("-avg") else ops.BicubicSR)(self.factor)
         if self.name == "deblur-gauss":
             return ops.SeparableBlur(ops.gaussian_kernel(61, 3.0))
+        if self.name == "deblur-gauss-circular":
+            return ops.CircularBlur(ops.gaussian_kernel_2d(61, 3.0))
         if self.name == "deblur-uniform":
             return ops.SeparableBlur(ops.uniform_kernel(9))
         if self.name == "deblur-motion":
@@ -185,7 +190,8 @@ def parse_task(spec: str) -> Task:
         raise ValueError(f"task: {base!r} takes no ':' argument, got {spec!r}")
     if base in ("sr2", "sr4", "sr8", "sr2-avg", "sr4-avg", "sr8-avg"):
         return Task(base, "sr", factor=int(base[2]))
-    simple = {"deblur-gauss": "deblur", "deblur-uniform": "deblur", "deblur-motion": "deblur",
+    simple = {"deblur-gauss": "deblur", "deblur-gauss-circular": "deblur", "deblur-uniform": "deblur",
+              "deblur-motion": "deblur",
               "inpaint-box": "inpaint", "colorize": "colorize", "denoise": "denoise"}  # fmt: skip
     if base in simple:
         return Task(base, simple[base], random=base == "deblur-motion")

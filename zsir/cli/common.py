@@ -139,6 +139,10 @@ def check_params(sampler_cls, params: dict[str, Any], preset: str | None) -> Non
                 f"--param: {sampler_cls.name} has no hyperparameter {key!r}; known: {', '.join(known)}."
                 f"{suggest(key, known)}"
             )
+    try:
+        sampler_cls.check_params(params)
+    except ValueError as err:
+        raise UsageError(f"--param: {err}") from None
     if preset is not None:
         try:
             sampler_cls.preset(preset)
