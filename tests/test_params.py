@@ -31,9 +31,15 @@ BAD = [
         "abar",
         "rdmd: hyperparameter det_input_scaling: expected one of 'none', 'sqrt_abar'",
     ),
-    ("rdmd", "init", "zeros", "rdmd: hyperparameter init: expected one of 'auto', 'pinv', 'y', 'bicubic', got"),
+    (
+        "rdmd",
+        "init",
+        "zeros",
+        "rdmd: hyperparameter init: expected one of 'auto', 'start', 'pinv', 'y', 'bicubic', got",
+    ),
     ("rdmd", "sf", 0, "rdmd: hyperparameter sf: expected an integer >= 1 or None, got 0"),
     ("rdmd", "sf", 2.5, "rdmd: hyperparameter sf: expected an integer >= 1 or None, got 2.5"),
+    ("rdmd", "data_step", "newton", "rdmd: hyperparameter data_step: expected one of 'auto', 'gradient', 'prox', got"),
     ("rdmd", "deterministic_prior", "builtin", "rdmd: hyperparameter deterministic_prior: expected a Prior or None"),
     ("cm4ir", "iN", 999, "cm4ir: hyperparameter iN: expected an integer in [0, 998], got 999"),
     ("cm4ir", "iN", 250.5, "cm4ir: hyperparameter iN: expected an integer in [0, 998], got 250.5"),
@@ -72,7 +78,17 @@ def test_bad_value_is_rejected_with_sampler_parameter_and_range(sampler, key, va
 
 def test_every_sampler_parameter_is_declared_with_doc_and_valid_default():
     expected = {
-        "rdmd": {"lambda_", "tau", "zeta", "output", "det_input_scaling", "deterministic_prior", "init", "sf"},
+        "rdmd": {
+            "lambda_",
+            "tau",
+            "zeta",
+            "output",
+            "det_input_scaling",
+            "deterministic_prior",
+            "init",
+            "sf",
+            "data_step",
+        },
         "cm4ir": {"iN", "gamma", "deltas", "delta_scale", "injection_type", "eta", "zeta", "mu", "median_fill"},
         "ddrm": {"eta", "eta_b", "noise_injection", "eta_ni"},
         "ddnm": {"eta", "plus", "zeta", "noise_injection", "eta_ni"},
