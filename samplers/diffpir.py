@@ -102,8 +102,9 @@ class DiffPIR(DiffusionSampler):
             {"steps": 20, "lambda_": 1.0, "zeta": 1.0},
         ),
         "deepinv": Preset(
-            "deepinv.sampling.DiffPIR defaults: 100 steps, lambda 7, zeta 0.1",
-            {"steps": 100, "lambda_": 7.0, "zeta": 0.1},
+            "deepinv.sampling.DiffPIR defaults: 100 steps, deepinv's lambda 7, zeta 0.1 (deepinv's data step is "
+            "prox_l2 with gamma = 1 / (2 rho), i.e. twice zsir's rho: lambda_ 14 here)",
+            {"steps": 100, "lambda_": 14.0, "zeta": 0.1},
         ),
     }
 

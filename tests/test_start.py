@@ -123,3 +123,16 @@ def test_rdmd_noiseless_inpainting_takes_the_prior_in_the_holes():
         )
     start = informative_start(y, op)
     assert float((grad - start).abs().max()) < 0.05 * float((x - start).abs().max())
+
+
+def test_diffpir_deepinv_preset_is_deepinvs_data_step():
+    """deepinv's DiffPIR solves prox_l2(z, y, gamma = 1 / (2 rho)) with rho = lambda sigma_y^2 / sigma_t^2 and
+    lambda = 7; for the identity that is (y + 2 rho z) / (1 + 2 rho). zsir's preset must give the same step."""
+    from zsir.samplers.diffpir import DiffPIR, diffpir_rho
+
+    lam = DiffPIR.preset("deepinv").params["lambda_"]
+    z, y = torch.rand(1, 3, 4, 4) * 2 - 1, torch.rand(1, 3, 4, 4) * 2 - 1
+    sigma_model, sigma_t = torch.full((1, 1, 1, 1), 0.1), 0.3  # sigma_y = 0.05 in [0, 1] units
+    rho_deepinv = 7.0 * 0.05**2 / sigma_t**2
+    ours = operators.Identity().prox_l2(z, y, 1.0 / diffpir_rho(lam, sigma_model, sigma_t))
+    torch.testing.assert_close(ours, (y + 2 * rho_deepinv * z) / (1 + 2 * rho_deepinv))
