@@ -8,7 +8,7 @@ below are the VP formulas divided by ``sqrt(abar_next)``.)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,24 +41,39 @@ def noise_estimate(x: Tensor, x0: Tensor, sigma: float | Tensor) -> Tensor:
     return (x - x0) / sigma
 
 
+def _fresh(x0: Tensor, generator: torch.Generator | None, draw: Callable[[], Tensor] | None) -> Tensor:
+    return randn(x0.shape, generator, x0) if draw is None else draw()
+
+
 def renoise(
-    x0: Tensor, eps: Tensor, sigma_next: float | Tensor, zeta: float | Tensor, generator: torch.Generator | None
+    x0: Tensor,
+    eps: Tensor,
+    sigma_next: float | Tensor,
+    zeta: float | Tensor,
+    generator: torch.Generator | None,
+    draw: Callable[[], Tensor] | None = None,
 ) -> Tensor:
     r"""DDIM / DiffPIR re-noising to level ``sigma_next``:
 
     .. math:: x_{next} = x_0 + \sigma_{next} (\sqrt{1 - \zeta}\, \hat\epsilon + \sqrt{\zeta}\, n),\quad n \sim N(0, I)
 
-    ``zeta = 0`` is deterministic DDIM; ``zeta = 1`` is fresh noise.
+    ``zeta = 0`` is deterministic DDIM; ``zeta = 1`` is fresh noise. ``draw`` replaces the standard normal draw of
+    ``n`` (e.g. white image noise expressed in a complex Fourier basis).
     """
-    zeta_t = torch.as_tensor(zeta, dtype=x0.dtype, device=x0.device)
+    zeta_t = torch.as_tensor(zeta, dtype=x0.real.dtype, device=x0.device)
     mix = torch.sqrt(1.0 - zeta_t) * eps
     if bool((zeta_t > 0).any()):
-        mix = mix + torch.sqrt(zeta_t) * randn(x0.shape, generator, x0)
+        mix = mix + torch.sqrt(zeta_t) * _fresh(x0, generator, draw)
     return x0 + sigma_next * mix
 
 
 def inject_noise(
-    x0: Tensor, z_hat_minus: Tensor, sigma_next: float | Tensor, eta: float, generator: torch.Generator | None
+    x0: Tensor,
+    z_hat_minus: Tensor,
+    sigma_next: float | Tensor,
+    eta: float,
+    generator: torch.Generator | None,
+    draw: Callable[[], Tensor] | None = None,
 ) -> Tensor:
     r"""CM4IR noise injection (cm4ir.md 1.4) to level ``sigma_next``:
 
@@ -66,7 +81,8 @@ def inject_noise(
 
     where ``z_hat_minus = (x0_pre - x) / sigma`` is the **negated** noise estimate (DDIM would use ``+eps_hat``).
     """
-    return x0 + sigma_next * (eta * randn(x0.shape, generator, x0) + math.sqrt(max(1.0 - eta * eta, 0.0)) * z_hat_minus)
+    fresh = _fresh(x0, generator, draw)
+    return x0 + sigma_next * (eta * fresh + math.sqrt(max(1.0 - eta * eta, 0.0)) * z_hat_minus)
 
 
 def renoise_or_inject(
@@ -76,14 +92,15 @@ def renoise_or_inject(
     zeta: float | Tensor,
     generator: torch.Generator | None,
     eta_ni: float | None = None,
+    draw: Callable[[], Tensor] | None = None,
 ) -> Tensor:
     r"""The next state of a DDIM-type sampler: :func:`renoise` ``(x0, eps, sigma_next, zeta)`` or, with ``eta_ni``
     set, CM4IR's :func:`inject_noise` ``(x0, -eps, sigma_next, eta_ni)`` (the "and beyond" port of cm4ir.md 4: the
     re-injected estimated noise is **reversed** and mixed with fresh noise by a variance-preserving rotation).
     """
     if eta_ni is None:
-        return renoise(x0, eps, sigma_next, zeta, generator)
-    return inject_noise(x0, -eps, sigma_next, eta_ni, generator)
+        return renoise(x0, eps, sigma_next, zeta, generator, draw)
+    return inject_noise(x0, -eps, sigma_next, eta_ni, generator, draw)
 
 
 def back_project(
