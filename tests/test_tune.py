@@ -129,3 +129,22 @@ def test_cli_tune_then_restore_with_the_preset_file(folder, tmp_path, capsys):
         + ["--presets", str(presets), "-o", str(out), "--no-progress"]
     )
     assert rc == 2 and "no preset for sampler 'pnp', task 'sr4'" in capsys.readouterr().err
+
+
+def test_shipped_tuned_presets_are_labelled_and_leave_the_paper_presets_alone():
+    from zsir.samplers import TUNED_PRESETS
+
+    data = json.loads(TUNED_PRESETS.read_text())
+    assert data["zsir_presets"] == 1 and data["presets"]
+    for key, e in data["presets"].items():
+        sampler, name = key.split("/")
+        assert e["sampler"] == sampler and name == f"tuned-{e['task']}" and e["prior"] == "builtin"
+        t = e["tuning"]
+        assert t["command"].startswith("zsir tune ") and f"--sampler {sampler}" in t["command"]
+        assert t["heldout_images"] and not set(t["heldout_images"]) & set(t["search_images"])
+        assert "tuned" in e["description"] and f"{t['heldout_score']:.4g}" in e["description"]
+        cls = SAMPLERS.get(sampler)
+        assert cls.preset(name).params == cls.check_params(dict(e["params"]))
+    # the published presets keep the official code's values (RDMD rdmd_sr.py defaults)
+    sr = SAMPLERS.get("rdmd").preset("sr").params
+    assert sr == {"lambda_": 20.0, "tau": 0.5, "zeta": 0.0, "steps": 100, "output": "z", "init": "bicubic"}
