@@ -1,12 +1,12 @@
-"""``zsir tune``: search a sampler's hyperparameters on a validation folder and write a preset file.
+"""zsir tune: search a sampler's hyperparameters on a validation folder and write a preset file.
 
-Example::
+Example:
 
     zsir tune --dataset val/ --task sr4 --sigma-y 0.05 --prior builtin --sampler rdmd --trials 40 -o presets.json
     zsir restore photos/ --task sr4 --sampler rdmd --presets presets.json -o out/
 
 The search uses the first images of the folder (sorted by name) and scores the best setting and the defaults on the
-last ``--holdout`` images, which it never saw. ``--storage`` (default: ``OUTPUT.db`` beside the preset file) keeps
+last --holdout images, which it never saw. --storage (default: OUTPUT.db beside the preset file) keeps
 the study: rerunning the same command resumes it. Ctrl-C stops the search and still writes the best trial so far.
 """
 
@@ -33,27 +33,31 @@ def add_parser(sub) -> None:
     t = sub.add_parser(
         "tune",
         help="tune a sampler's hyperparameters on a validation folder (Optuna) and write a preset file",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("--dataset", required=True, type=Path, help="folder of clean validation images")
     t.add_argument("--task", required=True, help="task string, e.g. sr4, deblur-gauss, inpaint-random")
     t.add_argument("--sampler", required=True, help="rdmd, cm4ir, ddrm, ddnm, ddnm+, diffpir, dps, pnp")
-    t.add_argument("--sigma-y", type=float_in(0, 1, "--sigma-y"), default=0.05, help="noise std, [0, 1] units")
-    t.add_argument("--prior", default="builtin", help="prior name or path (as zsir restore)")
-    t.add_argument("--trials", type=positive_int, default=40, help="trials of the study in total")
-    t.add_argument("--objective", choices=["psnr", "ssim", "haarpsi", "lpips"], default="psnr")
+    t.add_argument(
+        "--sigma-y", type=float_in(0, 1, "--sigma-y"), default=0.05, help="noise std, [0, 1] units (default: 0.05)"
+    )
+    t.add_argument("--prior", default="builtin", help="prior name or path, as zsir restore (default: builtin)")
+    t.add_argument("--trials", type=positive_int, default=40, help="trials of the study in total (default: 40)")
+    t.add_argument("--objective", choices=["psnr", "ssim", "haarpsi", "lpips"], default="psnr", help="(default: psnr)")
     t.add_argument("--nfe-budget", type=positive_int, default=None, help="most network calls per restoration")
-    t.add_argument("--size", type=positive_int, default=128, help="centre crop side of the images")
+    t.add_argument("--size", type=positive_int, default=128, help="centre crop side of the images (default: 128)")
     t.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
     t.add_argument("--holdout", type=positive_int, default=None, help="held-out images (default: a third)")
     t.add_argument(
         "--param", type=param, action="append", default=[], metavar="KEY=VALUE", help="hold a hyperparameter fixed"
     )
     t.add_argument("--name", default=None, help="preset name in the file (default: SAMPLER-TASK-SIGMA)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the search, the measurements and the samplers")
+    t.add_argument(
+        "--seed", type=int, default=0, help="seed of the search, the measurements and the samplers (default: 0)"
+    )
     t.add_argument("--storage", type=Path, default=None, help="SQLite file of the study (default: OUTPUT.db)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default: auto)")
     t.add_argument("-o", "--output", required=True, type=Path, help="preset file to write (entries are merged)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=run)
