@@ -136,3 +136,25 @@ def test_diffpir_deepinv_preset_is_deepinvs_data_step():
     rho_deepinv = 7.0 * 0.05**2 / sigma_t**2
     ours = operators.Identity().prox_l2(z, y, 1.0 / diffpir_rho(lam, sigma_model, sigma_t))
     torch.testing.assert_close(ours, (y + 2 * rho_deepinv * z) / (1 + 2 * rho_deepinv))
+
+
+def test_samplers_with_the_builtin_prior_beat_the_measurement_on_a_real_image():
+    """Random-80 % inpainting of a photograph (measured: grey holes 5.9 dB, linear interpolation 24.3, PnP 22.3,
+    RDMD 20.3 dB: the small built-in prior does not beat interpolation here, see the README) and denoising."""
+    pytest.importorskip("skimage")
+    pytest.importorskip("scipy")
+    import zsir
+
+    prior = zsir.load_prior("builtin")
+    x = (_astronaut() + 1) / 2
+    mask = operators.random_mask((64, 64), 0.8, generator=torch.Generator().manual_seed(0))
+    op = operators.Inpainting(mask)
+    y = op.A(x)
+    interp = float(metrics.psnr(_linear_interpolation(y, mask.bool().reshape(64, 64).numpy()), x))
+    for name, steps, margin in (("pnp", None, 3.0), ("rdmd", 20, 5.0)):
+        out = zsir.solve(y, op, sampler=name, prior=prior, steps=steps, generator=0, progress=False)
+        assert float(metrics.psnr(out, x)) > interp - margin, name
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    ident = operators.Identity()
+    out = zsir.solve(noisy, ident, sampler="pnp", prior=prior, sigma_y=0.05, generator=0, progress=False)
+    assert float(metrics.psnr(out, x)) > float(metrics.psnr(noisy, x)) + 3.0
