@@ -33,7 +33,9 @@ no hole is left (``torch.nanmedian`` takes the lower median of an even count).
 
 **Start truncation.** A prior whose ``sigma_max`` is below ``tau_N`` starts at the first level it covers
 (:func:`~zsir.samplers.schedules.truncate_to_prior`) from ``x_init`` plus noise of that level (CM4IR always
-starts from this informative point; the consistency models have ``sigma_max = 80``).
+starts from this informative point; the consistency models have ``sigma_max = 80``). That drops steps: FFDNet
+(``sigma_max = 0.59``) keeps 2 of the default 4. ``truncation="fit"`` keeps all ``N`` steps instead and lowers
+``iN`` to the largest value whose ``tau_N`` the prior covers (same ``gamma``; a zsir option, not in the paper).
 
 **Perception-distortion knob** (``pd`` in [0, 1]):
 
@@ -148,6 +150,13 @@ class CM4IR(Sampler):
         ),
         Param("mu", float, 1.0, "back-projection step", low=0.0, search=(0.25, 1.5)),
         Param("median_fill", bool, True, "fill unobserved pixels of the initialisation by growing medians"),
+        Param(
+            "truncation",
+            str,
+            "drop",
+            "prior sigma_max below tau_N: drop the steps above it, or fit iN so that tau_N <= sigma_max",
+            choices=("drop", "fit"),
+        ),
     )
     presets = dict(_row(*row) for row in _TABLE)
 
@@ -160,7 +169,12 @@ class CM4IR(Sampler):
                 f"deltas: expected {self.steps} values (one per step, steps={self.steps}), got {len(deltas)}: {deltas}"
             )
         self.deltas = [p["delta_scale"] * d for d in deltas]
-        self.taus = cm4ir_taus(p["iN"], p["gamma"], self.steps)
+        i_n = p["iN"]
+        if p["truncation"] == "fit":  # the largest iN <= the given one whose first level the prior covers
+            while i_n > 0 and cm4ir_taus(i_n, p["gamma"], self.steps)[0] > prior.sigma_max * (1.0 + 1e-6):
+                i_n -= 1
+        self.i_n = i_n
+        self.taus = cm4ir_taus(i_n, p["gamma"], self.steps)
         self._start = truncate_to_prior(self.taus, prior.sigma_max)
 
     def total_nfe(self) -> int:

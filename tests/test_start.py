@@ -158,3 +158,18 @@ def test_samplers_with_the_builtin_prior_beat_the_measurement_on_a_real_image():
     ident = operators.Identity()
     out = zsir.solve(noisy, ident, sampler="pnp", prior=prior, sigma_y=0.05, generator=0, progress=False)
     assert float(metrics.psnr(out, x)) > float(metrics.psnr(noisy, x)) + 3.0
+
+
+def test_cm4ir_fit_truncation_keeps_every_step_inside_the_prior_range():
+    from zsir.samplers.schedules import cm4ir_taus
+
+    class Limited(Oracle):
+        sigma_max = 0.55
+
+    prior = Limited(torch.zeros(1, 3, 8, 8))
+    cm4ir = SAMPLERS.get("cm4ir")
+    dropped = cm4ir(prior, progress=False)
+    assert dropped.total_nfe() == 2  # default taus 0.694, 0.614, 0.503, 0.322: two above 0.55
+    fit = cm4ir(prior, progress=False, truncation="fit")
+    assert fit.total_nfe() == 4 and fit.taus[0] <= 0.55 < cm4ir_taus(fit.i_n + 1, 0.2)[0]
+    assert fit.taus == cm4ir_taus(fit.i_n, 0.2)
