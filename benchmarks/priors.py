@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
-from zsir.priors.adm import OPENAI_CONFIGS, ADMPrior, adm_alphas_cumprod
-from zsir.priors.diffusion import unet_multiple
+from zsir.priors.adm import OPENAI_CONFIGS, ADMPrior
+from zsir.priors.diffusion import ddpm_linear_alphas_cumprod, unet_multiple
 
 MODELS = {"ffhq": "ffhq256", "imagenet": "imagenet256"}
 
@@ -28,7 +29,13 @@ def build(config: str, device: torch.device, dtype: torch.dtype) -> ADMPrior:
 
     torch.manual_seed(0)
     unet = UNet2DModel(**OPENAI_CONFIGS[config][0])
-    prior = ADMPrior(unet, adm_alphas_cumprod(), multiple=unet_multiple(unet), train_size=(256, 256), name=config)
+    prior = ADMPrior(
+        unet,
+        ddpm_linear_alphas_cumprod(dtype=np.float64),
+        multiple=unet_multiple(unet),
+        train_size=(256, 256),
+        name=config,
+    )
     return prior.to(device=device, dtype=dtype)
 
 

@@ -94,6 +94,11 @@ class Sampler:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "hyperparameters" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}: declare the hyperparameters as schema = Schema(Param(name, type, default, doc, "
+                f"low=..., high=...), ...) (zsir.samplers.params); hyperparameters is derived from it"
+            )
         cls.hyperparameters = cls.schema.defaults()
         for key, preset in cls.presets.items():
             try:

@@ -47,6 +47,7 @@ import math
 import torch
 from torch import Tensor
 
+from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.samplers.base import DiffusionSampler, Preset, Sampler, randn, register_sampler
 from zsir.samplers.params import Param, Schema
@@ -121,5 +122,5 @@ class DPS(DiffusionSampler):
             x = x0 + ratio * (x - x0)
             if sigma_next > 0 and eta > 0:
                 x = x + eta * sigma_next * math.sqrt(1.0 - ratio) * randn(x.shape, generator, x)
-            x = x - zeta * math.sqrt((1.0 + sigma**2) * (1.0 + sigma_next**2)) * grad
+            x = x - zeta / math.sqrt(units.abar_from_sigma(sigma) * units.abar_from_sigma(sigma_next)) * grad
         return x

@@ -43,7 +43,7 @@ from zsir.samplers.steps import informative_start
 
 __all__ = ["PnP", "pnp_schedule"]
 
-_RHO_FLOOR = 0.255 / 255.0  # DPIR: sigma = max(0.255/255, noise_level_model), [0, 1] units
+_RHO_FLOOR = units.sigma_from_8bit(0.255)  # DPIR: sigma = max(0.255/255, noise_level_model), [0, 1] units
 
 
 def pnp_schedule(
@@ -122,7 +122,7 @@ class PnP(Sampler):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         if prior.kind != "mmse":
             raise ValueError(f"prior: PnP needs an MMSE denoiser (kind 'mmse'), got kind {prior.kind!r}")
-        self._start = truncate_to_prior(self._schedule(0.0)[0] * 2.0, prior.sigma_max)
+        self._start = truncate_to_prior(units.sigma_to_model(self._schedule(0.0)[0]), prior.sigma_max)
 
     def _schedule(self, sigma_img: float) -> tuple[np.ndarray, np.ndarray]:
         p = self.params

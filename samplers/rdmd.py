@@ -27,7 +27,7 @@ diffusion state ``x`` is kept in VE form so the ``sqrt(abar)`` factors cancel. T
 the network ``z`` itself (``det_input_scaling="none"``, as the code: ``prior.denoise(z / sqrt(abar_t'),
 sigma_t')``) or the consistently scaled input (``"sqrt_abar"``: ``prior.denoise(z, sigma_t')``). The two only
 differ for discrete-time (VP-trained) priors; for VE-native priors (exact, denoiser, consistency) both feed
-``z``. ``t'_k = nearest_t(2 sigma'_k)`` with ``sigma'_k = dpir_sigmas(N, max(sf, 255 sigma_y) / 255)`` in
+``z``. ``t'_k = timestep_from_sigma(2 sigma'_k)`` with ``sigma'_k = dpir_sigmas(N, max(sf, 255 sigma_y) / 255)`` in
 [0, 1] units; priors without a timestep table receive ``2 sigma'_k`` directly.
 
 **Data step** (``data_step``). The paper's update is one gradient step of step size ``s_k``. For a noiseless
@@ -67,9 +67,9 @@ observes every pixel (``rdmd_deblur.py``; blurs, identity), else ``"start"``:
 observes interpolated: inpainting holes no longer start mid-grey). ``"pinv"`` is the plain Tikhonov
 pseudo-inverse ``A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units).
 The diffusion state always starts as ``x = z + sigma_{t_0} n`` (``rdmd_sr.py``); ``rdmd_deblur.py``
-starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y = nearest_t(2 sigma_y)``,
-which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (rdmd.md 1.3): outputs
-agree to float32 round-off.
+starts from ``y / sqrt(abar_{t_y}) + sqrt(sigma_{t_0}^2 - sigma_{t_y}^2) n`` with ``t_y`` the timestep of
+``2 sigma_y``, which differs by a factor ``1.0035`` on a signal of weight ``sqrt(abar_{999}) = 0.0064`` (rdmd.md
+1.3): outputs agree to float32 round-off.
 """
 
 from __future__ import annotations
@@ -89,17 +89,15 @@ from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import (
     ddpm_linear_alphas_cumprod,
     dpir_sigmas,
-    nearest_t,
     prior_alphas_cumprod,
     quad_timesteps,
-    sigma_table,
     truncate_to_prior,
 )
 from zsir.samplers.steps import informative_start, ls_gradient, noise_estimate, renoise, scale_factor, unobserved_mask
 
 __all__ = ["RDMD", "rdmd_timesteps", "rdmd_det_timesteps", "rdmd_weights"]
 
-_DET_SIGMA_START = 49.0 / 255.0  # DPIR "modelSigma1 = 49", [0, 1] units
+_DET_SIGMA_START = units.sigma_from_8bit(49.0)  # DPIR "modelSigma1 = 49", [0, 1] units
 _INITS = ("auto", "start", "pinv", "y", "bicubic")
 
 
@@ -112,13 +110,17 @@ def rdmd_timesteps(num_iters: int, alphas_cumprod: np.ndarray | None = None) -> 
 def rdmd_det_timesteps(
     num_iters: int, sigma_y: float, sf: int = 1, alphas_cumprod: np.ndarray | None = None
 ) -> list[int]:
-    """Deterministic-branch timesteps ``t'_k = nearest_t(2 sigma'_k)``, rdmd.md 1.2 (b).
+    """Deterministic-branch timesteps ``t'_k = timestep_from_sigma(2 sigma'_k)``, rdmd.md 1.2 (b).
 
     ``sigma_y`` is in **[0, 1] image units**; ``sf`` is the super-resolution factor (1 for deblurring).
     """
-    table = sigma_table(ddpm_linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod)
-    s = dpir_sigmas(num_iters, max(sf, 255.0 * sigma_y) / 255.0, _DET_SIGMA_START)
-    return [int(t) for t in nearest_t(2.0 * s, table)]
+    table = units.sigma_from_abar(ddpm_linear_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod)
+    return [int(t) for t in units.timestep_from_sigma(units.sigma_to_model(_det_sigmas(num_iters, sigma_y, sf)), table)]
+
+
+def _det_sigmas(num_iters: int, sigma_y: float, sf: int) -> np.ndarray:
+    """Deterministic-branch levels ``sigma'_k = dpir_sigmas(N, max(sf, 255 sigma_y) / 255)``, [0, 1] image units."""
+    return dpir_sigmas(num_iters, units.sigma_from_8bit(max(sf, units.sigma_to_8bit(sigma_y))), _DET_SIGMA_START)
 
 
 def rdmd_weights(lambda_: float, tau: float, sigma_y, sigma_t):
@@ -199,7 +201,7 @@ class RDMD(Sampler):
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         super().__init__(prior, steps=steps, progress=progress, **hyperparameters)
         self._abar = prior_alphas_cumprod(prior)
-        self._sig = sigma_table(self._abar)
+        self._sig = units.sigma_from_abar(self._abar)
         self._t = rdmd_timesteps(self.steps, self._abar)
         self._start = truncate_to_prior(self._sig[self._t], prior.sigma_max)
 
@@ -240,17 +242,15 @@ class RDMD(Sampler):
     def _det_levels(self, sigma_img: Tensor, sf: int, det_prior: Prior) -> tuple[Tensor, Tensor]:
         """Per-iteration, per-sample level ``(N, B)`` (model units) and input scale of the deterministic branch."""
         N = self.steps
-        s = np.stack(
-            [dpir_sigmas(N, max(sf, 255.0 * float(v)) / 255.0, _DET_SIGMA_START) for v in sigma_img.flatten()], 1
-        )
-        discrete = det_prior.alphas_cumprod is not None
-        if discrete:
+        s = units.sigma_to_model(np.stack([_det_sigmas(N, float(v), sf) for v in sigma_img.flatten()], 1))
+        if det_prior.alphas_cumprod is not None:
             abar = prior_alphas_cumprod(det_prior)
-            t = nearest_t((2.0 * s).reshape(-1), sigma_table(abar)).reshape(s.shape)
-            level = sigma_table(abar)[t]
-            scale = 1.0 / np.sqrt(abar[t]) if self.params["det_input_scaling"] == "none" else np.ones_like(level)
+            table = units.sigma_from_abar(abar)
+            t = units.timestep_from_sigma(s.reshape(-1), table).reshape(s.shape)
+            level = table[t]
+            scale = units.vp_to_ve(1.0, abar[t]) if self.params["det_input_scaling"] == "none" else np.ones_like(level)
         else:
-            level, scale = 2.0 * s, np.ones_like(s)
+            level, scale = s, np.ones_like(s)
         as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)).to(sigma_img)  # noqa: E731
         return as_t(level), as_t(scale)
 
@@ -308,8 +308,10 @@ class RDMD(Sampler):
             # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), fewer full-size ops
             z_new = step * (z - ls_gradient(z, y, operator) + mu * d + rho * x_hat)
             if prox is not None:
-                w = (mu + rho).clamp_min(torch.finfo(z.dtype).tiny)
-                z_new = torch.where(prox, operator.prox_l2((mu * d + rho * x_hat) / w, y, 1.0 / w), z_new)
+                w = mu + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
+                safe = w.clamp_min(torch.finfo(z.dtype).tiny)
+                exact = operator.prox_l2((mu * d + rho * x_hat) / safe, y, 1.0 / safe)
+                z_new = torch.where(prox & (w > 0), exact, z_new)
             x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
             z = z_new
         if p["output"] == "x0":

@@ -2,7 +2,8 @@ r"""Timestep and noise-level schedules shared by the samplers.
 
 All noise levels returned here are in **[-1, 1] model units** (VE std) unless a name says otherwise. The
 formulas follow the official codes in float32, so the integer timesteps match the printed lists of rdmd.md 1.2
-and cm4ir.md 1.2 exactly (a float64 re-implementation can shift ``nearest_t`` ties by one step).
+and cm4ir.md 1.2 exactly (a float64 re-implementation can shift :func:`zsir.units.timestep_from_sigma` ties by one
+step). The DDPM linear table is :func:`zsir.priors.diffusion.ddpm_linear_alphas_cumprod`, re-exported here.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from zsir import units
+from zsir.priors.diffusion import ddpm_linear_alphas_cumprod
+
 __all__ = [
     "ddpm_linear_alphas_cumprod",
     "mcgdiff_alphas_cumprod",
     "mcgdiff_timesteps",
-    "sigma_table",
-    "nearest_t",
     "quad_timesteps",
     "uniform_timesteps",
     "dpir_sigmas",
@@ -24,14 +26,6 @@ __all__ = [
     "prior_alphas_cumprod",
     "diffusion_levels",
 ]
-
-
-def ddpm_linear_alphas_cumprod(
-    num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, dtype=np.float32
-) -> np.ndarray:
-    """DDPM "linear" alpha-bar table: ``cumprod(1 - linspace(beta_start, beta_end, T))`` (float32 as the codes)."""
-    betas = np.linspace(beta_start, beta_end, num_steps, dtype=dtype)
-    return np.cumprod(1.0 - betas, dtype=dtype)
 
 
 def mcgdiff_alphas_cumprod(num_steps: int = 1000) -> np.ndarray:
@@ -80,19 +74,6 @@ def mcgdiff_timesteps(alphas_cumprod, singular_values, sigma_y: float, num_steps
     return grid[1:][::-1]
 
 
-def sigma_table(alphas_cumprod: np.ndarray | Tensor) -> np.ndarray:
-    """VE-equivalent noise level of every timestep, ``sqrt(1 - abar_t) / sqrt(abar_t)`` (model units)."""
-    a = alphas_cumprod.detach().cpu().numpy() if isinstance(alphas_cumprod, Tensor) else np.asarray(alphas_cumprod)
-    return np.sqrt(1.0 - a) / np.sqrt(a)
-
-
-def nearest_t(sigma: float | np.ndarray, table: np.ndarray) -> np.ndarray | int:
-    """``argmin_t |table_t - sigma|`` (rdmd.md 1.1 ``find_nearest``); vectorised over ``sigma``."""
-    s = np.asarray(sigma, dtype=table.dtype)
-    idx = np.abs(table[None, :] - s.reshape(-1, 1)).argmin(axis=1)
-    return int(idx[0]) if s.ndim == 0 else idx
-
-
 def quad_timesteps(num_iters: int, num_train_steps: int = 1000) -> list[int]:
     """DiffPIR / RDMD "quad" spacing, from ``T - 1`` down to 0, dense near 0.
 
@@ -114,7 +95,8 @@ def dpir_sigmas(num_iters: int, sigma_end: float, sigma_start: float = 49.0 / 25
 
     RDMD uses ``sigma_start = 49/255`` and ``sigma_end = max(sf, 255 sigma_y) / 255`` (sf = 1 for deblurring).
     """
-    return np.logspace(np.log10(sigma_start * 255.0), np.log10(sigma_end * 255.0), num_iters).astype(np.float32) / 255.0
+    start, end = np.log10(units.sigma_to_8bit(sigma_start)), np.log10(units.sigma_to_8bit(sigma_end))
+    return units.sigma_from_8bit(np.logspace(start, end, num_iters).astype(np.float32))
 
 
 def cm4ir_taus(i_n: int, gamma: float, num_steps: int = 4) -> list[float]:
@@ -156,8 +138,8 @@ def prior_alphas_cumprod(prior) -> np.ndarray:
     return np.asarray(table.detach().cpu().numpy() if isinstance(table, Tensor) else table, dtype=np.float32)
 
 
-def diffusion_levels(timesteps, alphas_cumprod: np.ndarray | Tensor) -> list[float]:
-    """VE levels ``sigma_t`` (model units) of noisiest-first ``timesteps``, followed by ``0.0`` (the clean end
-    point that the last step of a DDIM / DDPM-type sampler moves to)."""
-    table = sigma_table(alphas_cumprod)
+def diffusion_levels(timesteps, alphas_cumprod: np.ndarray) -> list[float]:
+    """VE levels ``sigma_t`` (model units) of noisiest-first ``timesteps`` of an alpha-bar table, followed by ``0.0``
+    (the clean end point that the last step of a DDIM / DDPM-type sampler moves to)."""
+    table = units.sigma_from_abar(np.asarray(alphas_cumprod))
     return [float(table[int(t)]) for t in timesteps] + [0.0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,12 +13,12 @@ from diffusers import UNet2DModel
 from zsir.priors import ADMPrior, CheckpointError, DiscreteVPPrior
 from zsir.priors.adm import (
     OPENAI_CONFIGS,
-    adm_alphas_cumprod,
     convert_openai_state_dict,
     load_openai_unet,
     openai_key_pairs,
     openai_unet_config,
 )
+from zsir.priors.diffusion import ddpm_linear_alphas_cumprod
 
 # Tiny ADM: 16 px, channels (32, 64), attention at 8x8 (level 1), head dim 16 -> 4 heads at 64 channels.
 TINY = openai_unet_config(
@@ -129,7 +130,7 @@ def test_adm_prior_equals_discrete_vp_prior_on_the_original_network(tmp_path, mo
     ckpt = tmp_path / "tiny.pt"
     torch.save({"state_dict": to_openai(unet.state_dict(), TINY)}, ckpt)  # wrapped dicts are unwrapped
     prior = ADMPrior.from_openai(ckpt, TINY, cache=False)
-    ref = DiscreteVPPrior(unet, adm_alphas_cumprod(), clip=False, multiple=2)
+    ref = DiscreteVPPrior(unet, ddpm_linear_alphas_cumprod(dtype=np.float64), clip=False, multiple=2)
     assert prior.alphas_cumprod.dtype == torch.float64 and prior.alphas_cumprod.numel() == 1000
     assert prior.sigma_min == pytest.approx(math.sqrt(1e-4 / (1 - 1e-4)), rel=1e-9)
     assert prior.train_size == (16, 16) and prior.multiple == 2

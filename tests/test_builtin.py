@@ -109,16 +109,19 @@ def test_restoration_benchmark_quick(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     samplers = {f"{s} pd={pd}" for s in ("rdmd", "cm4ir") for pd in (0, 1)}
-    assert {(r["task"], r["method"]) for r in rows} == {(t, m) for t in ("sr4", "random80") for m in samplers} | {
+    assert {(r["task"], r["method"]) for r in rows} == {
+        (t, m) for t in ("sr4", "inpaint-random:0.8") for m in samplers
+    } | {
         ("sr4", "bicubic"),
         ("sr4", "pinv"),
-        ("random80", "pinv"),
+        ("inpaint-random:0.8", "pinv"),
+        ("inpaint-random:0.8", "interp"),
     }
-    prior_free = ("random80", "rdmd pd=0")  # noiseless and tau = 0: RDMD has no prior term (it warns)
+    prior_free = ("inpaint-random:0.8", "rdmd pd=0")  # noiseless and tau = 0: RDMD has no prior term (it warns)
     for r in rows:
         assert np.isfinite([r["psnr"], r["ssim"], r["haarpsi"]]).all() and r["psnr"] > 3
         assert (r["nfe"] > 0) == (r["method"] in samplers and (r["task"], r["method"]) != prior_free)
-    inpaint = {r["method"]: r["psnr"] for r in rows if r["task"] == "random80"}
+    inpaint = {r["method"]: r["psnr"] for r in rows if r["task"] == "inpaint-random:0.8"}
     assert min(inpaint[m] for m in samplers - {prior_free[1]}) > inpaint["pinv"] + 3  # the prior fills the holes
     sr = {r["method"]: r for r in rows if r["task"] == "sr4"}
     assert sr["rdmd pd=0"]["psnr"] != sr["rdmd pd=1"]["psnr"]  # the knob reaches the sampler

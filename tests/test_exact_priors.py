@@ -1,4 +1,4 @@
-"""Exact priors (zsir/priors/exact.py) against dense linear algebra, finite differences and Monte Carlo."""
+"""Exact priors (zsir/priors/exact/) against dense linear algebra, finite differences and Monte Carlo."""
 
 from __future__ import annotations
 

@@ -142,6 +142,15 @@ def test_bad_preset_fails_when_the_class_is_defined():
             presets = {"bad": Preset("zero steps", {"steps": 0})}
 
 
+def test_a_sampler_declaring_a_plain_dict_is_told_to_use_the_schema():
+    from zsir.samplers.base import Sampler
+
+    with pytest.raises(TypeError, match="declare the hyperparameters as schema = Schema"):
+
+        class Old(Sampler):
+            hyperparameters = {"eta": 0.5}
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"ddrm: unknown hyperparameter\(s\) \['lam'\]; known: \['eta', 'eta_b'"):
         SAMPLERS.get("ddrm").check_params({"lam": 1.0})

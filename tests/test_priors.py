@@ -234,10 +234,7 @@ def test_corrupt_weights_in_a_pipeline_folder(tmp_path):
         load_prior(weights)
 
 
-def test_builtin_missing_and_present(monkeypatch):
-    monkeypatch.setitem(sys.modules, "zsir.models.builtin", None)
-    with pytest.raises(RuntimeError, match="built-in prior is not available.*DenoiserPrior"):
-        load_prior("builtin")
+def test_builtin_loads_through_the_registry(monkeypatch):
     fake = types.ModuleType("zsir.models.builtin")
     fake.load_builtin_prior = lambda: DenoiserPrior(lambda x, s: x, sigma_max=0.5, name="builtin")
     monkeypatch.setitem(sys.modules, "zsir.models.builtin", fake)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from exact_problems import gaussian_problem, posterior_mean_error, relative_error
+from spec_values import ddpm_sigma
 
 from zsir.operators import LinearOperator, MatrixOperator
 from zsir.priors.base import Prior
 from zsir.samplers import SAMPLERS
-from zsir.samplers.rdmd import RDMD, rdmd_det_timesteps, rdmd_timesteps
-from zsir.samplers.schedules import ddpm_linear_alphas_cumprod, dpir_sigmas, sigma_table
+from zsir.samplers.rdmd import RDMD
+from zsir.samplers.schedules import ddpm_linear_alphas_cumprod
 from zsir.samplers.steps import ls_gradient
 
 
@@ -126,7 +128,7 @@ def test_per_sample_sigma_y():
     batch = RDMD(prior, steps=6, progress=False, tau=0.0)(y, op, sig, None)
     det_levels = torch.stack([c[1] for c in prior.calls])  # (iterations, B) model-unit levels
     for b, s_img in enumerate((0.05, 0.02)):
-        ref = 2.0 * dpir_sigmas(6, max(1.0, 255 * s_img) / 255)[:-1]
+        ref = 2.0 * np.geomspace(49.0, max(1.0, 255 * s_img), 6)[:-1] / 255  # DPIR: log-spaced 49 -> 255 sigma_y
         np.testing.assert_allclose(det_levels[:, b].numpy(), ref, rtol=1e-6)
         alone = RDMD(Recorder(), steps=6, progress=False, tau=0.0)(y[b : b + 1], op, sig[b : b + 1], None)
         torch.testing.assert_close(batch[b : b + 1], alone)
@@ -138,14 +140,13 @@ def test_det_input_scaling_discrete_prior(scaling):
     op = LinearOperator.from_function(lambda x: x, (1, 4, 4), At=lambda y: y)
     y = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     RDMD(prior, steps=20, progress=False, det_input_scaling=scaling)(y, op, _sig(0.1), None)
-    t = rdmd_det_timesteps(20, 0.05)[0]
+    t = 112  # the first deterministic timestep at N = 20, sigma_y 0.05 (docs/samplers/rdmd.md, Schedules)
     x_in, level, _ = prior.calls[0]  # first deterministic call, on z0 = y
-    abar = ddpm_linear_alphas_cumprod()[t]
-    assert float(level) == pytest.approx(float(sigma_table(ddpm_linear_alphas_cumprod())[t]), rel=1e-6)
-    factor = 1.0 / np.sqrt(abar) if scaling == "none" else 1.0
-    torch.testing.assert_close(x_in, y * factor)
+    assert float(level) == pytest.approx(ddpm_sigma(t), rel=1e-4)
+    factor = np.sqrt(1.0 + ddpm_sigma(t) ** 2) if scaling == "none" else 1.0  # 1 / sqrt(abar_t)
+    torch.testing.assert_close(x_in, y * factor, rtol=1e-4, atol=1e-6)
     x_in, level, _ = prior.calls[1]  # stochastic call at t_0 = 999
-    assert float(level) == pytest.approx(float(sigma_table(ddpm_linear_alphas_cumprod())[rdmd_timesteps(20)[0]]))
+    assert float(level) == pytest.approx(ddpm_sigma(999), rel=1e-4)
 
 
 def test_deterministic_prior_is_used_and_counted():
@@ -158,7 +159,10 @@ def test_deterministic_prior_is_used_and_counted():
 def test_start_truncation_to_prior_sigma_max():
     op, prior = _op(), Recorder(sigma_max=1.0)
     s = RDMD(prior, steps=20, progress=False, tau=1.0)
-    k0 = next(k for k, t in enumerate(rdmd_timesteps(20)) if sigma_table(ddpm_linear_alphas_cumprod())[t] <= 1.0)
+    # docs/samplers/rdmd.md, Schedules, N = 20: 999, 770, 675, 602, 541, 487, 438, 393, 351, 311, 274, 239, 205, ...;
+    # sigma_t <= 1 (abar_t >= 1/2) from t = 239 on (independent float64 table: 1.086 at 274, 0.903 at 239): k0 = 11
+    assert ddpm_sigma(274) > 1.0 >= ddpm_sigma(239)
+    k0 = 11
     assert s.total_nfe() == 20 - k0 - 1
     s(_y(op), op, _sig(0.1), torch.Generator().manual_seed(0))
     assert s.nfe == 20 - k0 - 1 and max(float(c[1].max()) for c in prior.calls) <= 1.0
@@ -182,7 +186,6 @@ def test_pd_mapping_and_presets():
 
 
 # ----- exact Gaussian problems ------------------------------------------------------------------------------
-exact_problems = pytest.importorskip("exact_problems")
 
 
 def test_pd0_is_close_to_the_posterior_mean():
@@ -190,14 +193,14 @@ def test_pd0_is_close_to_the_posterior_mean():
     s = 2 sigma_y (image units), while the posterior mean solves it with sigma_y_model^2 C^{-1}. With lambda =
     4 / sigma_y_model^2 (so mu s^2 = sigma_y_model^2) they differ only by (C + s^2)^{-1} vs C^{-1}, a few per
     cent for this prior; tolerance 8% (the measurement-only pinv start is ~40% away)."""
-    p = exact_problems.gaussian_problem("blur", sigma_y=0.1, size=8)
+    p = gaussian_problem("blur", sigma_y=0.1, size=8)
     s = RDMD(p.prior, steps=100, progress=False, tau=0.0, lambda_=4 / 0.1**2)
     out = s(p.y, p.operator, p.sigma, torch.Generator().manual_seed(0))
-    assert exact_problems.relative_error(out, p.post_mean) < 0.08
+    assert relative_error(out, p.post_mean) < 0.08
 
 
 def test_distortion_grows_with_pd():
-    p = exact_problems.gaussian_problem("blur", sigma_y=0.1, size=8, batch=4)
+    p = gaussian_problem("blur", sigma_y=0.1, size=8, batch=4)
     err = {}
     for pd in (0.0, 1.0):
         s = RDMD(p.prior, steps=50, progress=False, lambda_=4 / 0.1**2, zeta=1.0, **RDMD.pd_params(pd))
@@ -212,9 +215,9 @@ def test_stochastic_samples_average_to_the_posterior_mean(kind, tol):
     samples keeps a bias: measured ~0.13 (blur) and ~0.31 (inpainting: hidden pixels only feel the prior pulls)
     relative to the exact posterior mean; tolerances 0.2 / 0.4, and the average must beat a single sample."""
     K = 24
-    p = exact_problems.gaussian_problem(kind, sigma_y=0.1, size=8)
+    p = gaussian_problem(kind, sigma_y=0.1, size=8)
     s = RDMD(p.prior, steps=100, progress=False, lambda_=4.0, tau=1.0, zeta=1.0)
     out = s(p.y.repeat(K, 1, 1, 1), p.operator, p.sigma.repeat(K, 1, 1, 1), torch.Generator().manual_seed(0))
-    err = exact_problems.posterior_mean_error(out.unsqueeze(1), p.post_mean)
+    err = posterior_mean_error(out.unsqueeze(1), p.post_mean)
     assert err < tol
-    assert err < exact_problems.relative_error(out[:1], p.post_mean)
+    assert err < relative_error(out[:1], p.post_mean)

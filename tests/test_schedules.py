@@ -12,9 +12,9 @@ from zsir.samplers.schedules import (
     ddpm_linear_alphas_cumprod,
     mcgdiff_alphas_cumprod,
     mcgdiff_timesteps,
-    sigma_table,
     truncate_to_prior,
 )
+from zsir.units import sigma_from_abar
 
 
 def _ints(text: str) -> list[int]:
@@ -55,14 +55,17 @@ def test_rdmd_stochastic_timesteps(n):
 
 
 @pytest.mark.parametrize("n", [20, 100])
-@pytest.mark.parametrize("sf", [1, 4])
-def test_rdmd_deterministic_timesteps(n, sf):
-    assert rdmd_det_timesteps(n, 0.05, sf=sf) == T_PRIME[n]
+def test_rdmd_deterministic_timesteps(n):
+    assert rdmd_det_timesteps(n, 0.05) == T_PRIME[n]
 
 
-def test_rdmd_deterministic_end_noiseless_sr4():
-    assert rdmd_det_timesteps(100, 0.0, sf=4)[-1] == 5
-    assert rdmd_det_timesteps(100, 0.0, sf=4)[0] == 112
+def test_rdmd_deterministic_end_follows_sf_when_it_exceeds_255_sigma_y():
+    # the schedule ends at max(sf, 255 sigma_y) / 255: at sigma_y = 0.05 (12.75 / 255) sf 1 and 4 agree ...
+    assert rdmd_det_timesteps(100, 0.05, sf=4) == rdmd_det_timesteps(100, 0.05, sf=1) == T_PRIME[100]
+    # ... noiseless, sf decides: SR x4 ends at t = 5 (docs/samplers/rdmd.md); sf = 1 ends at 2/255 = 0.0078 in model
+    # units, below the smallest level sigma_0 = sqrt(1e-4 / (1 - 1e-4)) = 0.0100, i.e. at t = 0
+    sr4, deblur = rdmd_det_timesteps(100, 0.0, sf=4), rdmd_det_timesteps(100, 0.0, sf=1)
+    assert sr4[0] == deblur[0] == 112 and sr4[-1] == 5 and deblur[-1] == 0
 
 
 # rdmd.md 1.2 (c): lambda 20, tau 0.5, sigma_y 0.05 -> (sigma_t, rho_t, step)
@@ -71,7 +74,7 @@ WEIGHTS = {0: (157.4, 1.0e-6, 0.976), 50: (1.173, 0.018, 0.959), 90: (0.163, 0.9
 
 @pytest.mark.parametrize("k", sorted(WEIGHTS))
 def test_rdmd_weights_table(k):
-    sig = sigma_table(ddpm_linear_alphas_cumprod())[T_K[100][k]]
+    sig = sigma_from_abar(ddpm_linear_alphas_cumprod())[T_K[100][k]]
     sigma_t, rho_ref, step_ref = WEIGHTS[k]
     assert sig == pytest.approx(sigma_t, rel=2e-3, abs=6e-4)
     mu, rho, step = rdmd_weights(20.0, 0.5, 0.05, float(sig))

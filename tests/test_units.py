@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,3 +60,22 @@ def test_as_sigma_shapes_and_errors():
         units.as_sigma(1.5, 1, name="sigma_y", high=1.0)
     with pytest.raises(ValueError, match="finite"):
         units.as_sigma(float("nan"), 1)
+
+
+def test_8bit_round_trip():
+    assert units.sigma_to_8bit(0.05) == pytest.approx(12.75)
+    assert units.sigma_from_8bit(49.0) == pytest.approx(0.192156862745098)  # DPIR's 49/255
+    assert units.sigma_from_8bit(units.sigma_to_8bit(0.0371)) == pytest.approx(0.0371)
+
+
+def test_timestep_from_sigma_inverts_the_table():
+    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # the DDPM linear table (Ho et al. 2020)
+    table = units.sigma_from_abar(abar)
+    assert table.shape == (1000,) and table[0] == pytest.approx(math.sqrt(1e-4 / (1 - 1e-4)))
+    t = np.array([0, 1, 112, 500, 999])
+    np.testing.assert_array_equal(units.timestep_from_sigma(table[t], table), t)
+    assert units.timestep_from_sigma(0.0, table) == 0 and units.timestep_from_sigma(1e6, table) == 999
+    # halfway between two levels the nearer one wins; numpy arrays and tensors agree
+    mid = 0.49 * table[112] + 0.51 * table[113]
+    assert units.timestep_from_sigma(mid, table) == 113
+    assert units.timestep_from_sigma(torch.tensor([mid]), torch.from_numpy(table)).tolist() == [113]

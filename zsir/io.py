@@ -9,16 +9,17 @@ Reading (:func:`read_image`):
   :class:`~zsir.operators.Colorization` measurement).
 * **Transparency** (RGBA, LA, palette with transparency) is **composited on white** (a UserWarning says so when
   some pixel is not fully opaque); the alpha channel is never returned.
-* **16-bit** PNGs (grey ``I;16`` and RGB/RGBA with 16 bits per sample) are read at full precision and divided by
-  65535; 8-bit images are divided by 255. Palette images are expanded to RGB.
+* **16-bit** PNGs (grey, grey+alpha, RGB, RGBA with 16 bits per sample) are read at full precision through OpenCV
+  (libpng; Pillow reduces 16-bit colour to 8 bits) and divided by 65535; 8-bit images are divided by 255. Palette
+  images are expanded to RGB.
 * ``.npy``: ``(H, W)``, ``(H, W, C)``, ``(C, H, W)`` or ``(1, C, H, W)`` with ``C`` in {1, 3}; ``uint8`` is
   divided by 255, ``uint16`` by 65535, float arrays are taken as they are ([0, 1] units; values slightly outside,
   e.g. an unclipped noisy measurement, are kept). NaN or inf raise ValueError.
 
-Writing: :func:`write_image` (8-bit or 16-bit PNG, 8-bit JPEG/BMP/TIFF) and :func:`write_text` go through
-:func:`atomic_write`: the bytes go to a temporary file in the destination folder, are flushed and fsync'ed, and
-the file is renamed over the destination with :func:`os.replace`. A reader never sees a partial file, and a
-failure (or Ctrl-C) while writing leaves no temporary file behind.
+Writing: :func:`write_image` (8-bit or 16-bit PNG, the latter through OpenCV; 8-bit JPEG/BMP/TIFF) and
+:func:`write_text` go through :func:`atomic_write`: the bytes go to a temporary file in the destination folder, are
+flushed and fsync'ed, and the file is renamed over the destination with :func:`os.replace`. A reader never sees a
+partial file, and a failure (or Ctrl-C) while writing leaves no temporary file behind.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import os
 import struct
 import tempfile
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -52,7 +52,7 @@ __all__ = [
 SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (grey, RGB, grey+alpha, RGBA)
+_PNG_COLOUR_TYPES = (0, 2, 4, 6)  # grey, RGB, grey+alpha, RGBA (16-bit PNGs of these are decoded by OpenCV)
 
 
 # ----- atomic writes ------------------------------------------------------------------------------------------
@@ -121,63 +121,19 @@ def _png_header(path: Path) -> tuple[int, int, int, int, int] | None:
     return w, h, depth, ctype, interlace
 
 
-def _unfilter(rows: np.ndarray, bpp: int) -> np.ndarray:
-    """Undo the PNG row filters (None, Sub, Up, Average, Paeth) of ``rows`` ``(H, 1 + stride)`` uint8."""
-    h, stride = rows.shape[0], rows.shape[1] - 1
-    out = np.zeros((h, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.uint8)
-    for r in range(h):
-        ftype, line = rows[r, 0], rows[r, 1:]
-        if ftype == 0:
-            cur = line.copy()
-        elif ftype == 1:
-            cur = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
-        elif ftype == 2:
-            cur = line + prev
-        elif ftype in (3, 4):
-            cur = line.astype(np.int32)
-            up = prev.astype(np.int32)
-            for i in range(0, stride, bpp):
-                left = cur[i - bpp : i] if i else np.zeros(bpp, np.int32)
-                above = up[i : i + bpp]
-                if ftype == 3:
-                    pred = (left + above) // 2
-                else:
-                    ul = up[i - bpp : i] if i else np.zeros(bpp, np.int32)
-                    p = left + above - ul
-                    pa, pb, pc = np.abs(p - left), np.abs(p - above), np.abs(p - ul)
-                    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, above, ul))
-                cur[i : i + bpp] = (cur[i : i + bpp] + pred) & 0xFF
-            cur = cur.astype(np.uint8)
-        else:
-            raise ValueError(f"corrupt PNG: unknown row filter type {ftype}")
-        out[r] = cur
-        prev = cur
-    return out
+def _decode_png16(path: Path, colour_type: int) -> np.ndarray:
+    """Decode a 16-bit PNG with OpenCV (libpng) to an ``(H, W, C)`` uint16 array, channels in RGB(A) / grey(+alpha)
+    order (Pillow reduces 16-bit colour to 8 bits)."""
+    import cv2
 
-
-def _decode_png(path: Path, header: tuple[int, int, int, int, int]) -> np.ndarray:
-    """Decode a non-interlaced 8- or 16-bit grey/RGB(A) PNG to an ``(H, W, C)`` uint8/uint16 array."""
-    w, h, depth, ctype, _ = header
-    channels = _PNG_CHANNELS[ctype]
-    data, idat = Path(path).read_bytes(), bytearray()
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if kind == b"IDAT":
-            idat += data[pos + 8 : pos + 8 + length]
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    bpp = channels * depth // 8
-    try:
-        raw = np.frombuffer(zlib.decompress(bytes(idat)), dtype=np.uint8)
-        rows = raw[: h * (1 + w * bpp)].reshape(h, 1 + w * bpp)
-    except (zlib.error, ValueError) as err:
-        raise ValueError(f"{path}: corrupt PNG data ({err})") from err
-    pixels = _unfilter(rows, bpp)
-    dtype = np.dtype(">u2") if depth == 16 else np.uint8
-    return pixels.view(dtype).reshape(h, w, channels).astype(np.uint16 if depth == 16 else np.uint8)
+    arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        raise ValueError(f"{path}: corrupt 16-bit PNG data")
+    if arr.ndim == 2:
+        return arr[..., None]
+    if colour_type == 4:  # grey + alpha, expanded to BGRA by libpng
+        return arr[..., [0, 3]]
+    return arr[..., [2, 1, 0, 3][: arr.shape[-1]]]  # BGR(A) -> RGB(A)
 
 
 def _composite_on_white(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -192,8 +148,8 @@ def _read_pil(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     header = _png_header(path)
-    if header is not None and header[2] == 16 and header[3] in _PNG_CHANNELS and header[4] == 0:
-        arr = _decode_png(path, header).astype(np.float64) / 65535.0
+    if header is not None and header[2] == 16 and header[3] in _PNG_COLOUR_TYPES:
+        arr = _decode_png16(path, header[3]).astype(np.float64) / 65535.0
     else:
         try:
             img = Image.open(path)
@@ -281,22 +237,14 @@ def read_image(path: str | Path, *, channels: int | None = None, dtype: torch.dt
 
 
 # ----- writing ------------------------------------------------------------------------------------------------
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
 def _encode_png16(arr: np.ndarray) -> bytes:
-    """A 16-bit grey or RGB PNG (filter None, zlib level 6) of an ``(H, W, C)`` uint16 array."""
-    h, w, c = arr.shape
-    rows = np.ascontiguousarray(arr.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 0 if c == 1 else 2, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
-        + _png_chunk(b"IEND", b"")
-    )
+    """A 16-bit grey or RGB PNG of an ``(H, W, C)`` uint16 array, encoded by OpenCV (libpng)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", arr[..., 0] if arr.shape[-1] == 1 else np.ascontiguousarray(arr[..., ::-1]))
+    if not ok:
+        raise ValueError(f"x: OpenCV could not encode a 16-bit PNG of shape {arr.shape}")
+    return buf.tobytes()
 
 
 def image_bytes(x: Tensor, suffix: str = ".png", bit_depth: int = 8) -> bytes:

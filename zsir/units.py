@@ -11,8 +11,12 @@ Model convention (what priors and samplers compute in):
 * noise levels in **[-1, 1] units**, ``sigma_model = 2 sigma``;
 * variance exploding (VE): ``x_sigma = x0 + sigma * eps``.
 
+Published settings often give noise levels in **8-bit units** (``sigma * 255``, e.g. DPIR's ``49 / 255``):
+:func:`sigma_to_8bit` and :func:`sigma_from_8bit`.
+
 Diffusion models trained in variance-preserving (VP) form, ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``,
-map to VE by ``x_VE = x_VP / sqrt(abar_t)`` with ``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``.
+map to VE by ``x_VE = x_VP / sqrt(abar_t)`` with ``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)``; the timestep of a
+VE level is the nearest entry of that table (:func:`timestep_from_sigma`).
 
 Every function here has an inverse, and each pair is tested by a round trip.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,12 +35,15 @@ __all__ = [
     "model_to_image",
     "sigma_to_model",
     "sigma_to_image",
+    "sigma_to_8bit",
+    "sigma_from_8bit",
     "measurement_to_model",
     "measurement_to_image",
     "vp_to_ve",
     "ve_to_vp",
     "sigma_from_abar",
     "abar_from_sigma",
+    "timestep_from_sigma",
     "as_sigma",
 ]
 
@@ -58,6 +66,16 @@ def sigma_to_model(sigma):
 def sigma_to_image(sigma):
     """Noise std in [-1, 1] model units -> std in [0, 1] image units (``sigma / 2``)."""
     return sigma / 2.0
+
+
+def sigma_to_8bit(sigma):
+    """Noise std in [0, 1] image units -> 8-bit units (``255 sigma``)."""
+    return 255.0 * sigma
+
+
+def sigma_from_8bit(sigma):
+    """Noise std in 8-bit units -> [0, 1] image units (``sigma / 255``)."""
+    return sigma / 255.0
 
 
 def measurement_to_model(y: Tensor, ones_image: Tensor) -> Tensor:
@@ -86,10 +104,16 @@ def ve_to_vp(x_ve: Tensor, abar) -> Tensor:
 
 
 def sigma_from_abar(abar):
-    """VE-equivalent noise level of a VP marginal: ``sqrt(1 - abar) / sqrt(abar)`` (model units)."""
+    """VE-equivalent noise level of a VP marginal: ``sqrt(1 - abar) / sqrt(abar)`` (model units).
+
+    ``abar`` may be a float, a numpy array (e.g. a whole alpha-bar table: the table of VE levels, in its dtype) or a
+    tensor.
+    """
     if isinstance(abar, Tensor):
-        return torch.sqrt((1.0 - abar) / abar)
-    return math.sqrt((1.0 - abar) / abar)
+        return torch.sqrt(1.0 - abar) / torch.sqrt(abar)
+    if isinstance(abar, np.ndarray):
+        return np.sqrt(1.0 - abar) / np.sqrt(abar)
+    return math.sqrt(1.0 - abar) / math.sqrt(abar)
 
 
 def abar_from_sigma(sigma):
@@ -97,8 +121,27 @@ def abar_from_sigma(sigma):
     return 1.0 / (1.0 + sigma**2)
 
 
+def timestep_from_sigma(sigma, table: np.ndarray | Tensor) -> np.ndarray | int:
+    """The discrete timestep of a VE level: ``argmin_t |table_t - sigma|`` (the first on ties), computed in the
+    table's dtype.
+
+    ``table`` holds the VE levels ``sigma_t`` (model units) of every timestep (:func:`sigma_from_abar` of an
+    alpha-bar table; numpy or a tensor); ``sigma`` (model units) is a float (returns an int) or an array / tensor
+    (returns an int64 array of its size).
+    """
+    if isinstance(table, Tensor):
+        table = table.detach().cpu().numpy()
+    if isinstance(sigma, Tensor):
+        sigma = sigma.detach().cpu().numpy()
+    s = np.asarray(sigma, dtype=table.dtype)
+    idx = np.abs(table[None, :] - s.reshape(-1, 1)).argmin(axis=1)
+    return int(idx[0]) if s.ndim == 0 else idx
+
+
 def _sqrt(v):
-    return torch.sqrt(v) if isinstance(v, Tensor) else math.sqrt(v)
+    if isinstance(v, Tensor):
+        return torch.sqrt(v)
+    return np.sqrt(v) if isinstance(v, np.ndarray) else math.sqrt(v)
 
 
 def as_sigma(

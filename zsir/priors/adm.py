@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from zsir.priors.diffusers import load_unet
-from zsir.priors.diffusion import DiscreteVPPrior, unet_multiple
+from zsir.priors.diffusion import DiscreteVPPrior, ddpm_linear_alphas_cumprod, unet_multiple
 from zsir.priors.hub import cache_dir, check_state_dict, read_state_dict, url_file
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "convert_openai_state_dict",
     "split_qkv",
     "load_openai_unet",
-    "adm_alphas_cumprod",
 ]
 
 
@@ -234,11 +234,6 @@ def convert_openai_state_dict(
     return out
 
 
-def adm_alphas_cumprod(num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
-    """guided-diffusion's linear schedule in float64: ``cumprod(1 - linspace(beta_start, beta_end, T))``."""
-    return torch.cumprod(1.0 - torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64), 0)
-
-
 def _resolve_config(config: str | Mapping[str, Any], qkv_layout: str | None) -> tuple[dict, str, str]:
     if isinstance(config, str):
         if config not in OPENAI_CONFIGS:
@@ -304,7 +299,8 @@ class ADMPrior(DiscreteVPPrior):
     """Guided-diffusion (ADM) epsilon network as a VE denoiser (see :class:`DiscreteVPPrior`).
 
     The network outputs 6 channels (epsilon and the learned-variance interpolation); the first 3 are used.
-    Schedule: linear betas 1e-4..0.02, 1000 steps, float64 (:func:`adm_alphas_cumprod`).
+    Schedule: linear betas 1e-4..0.02, 1000 steps, float64
+    (:func:`~zsir.priors.diffusion.ddpm_linear_alphas_cumprod`).
     """
 
     @classmethod
@@ -328,7 +324,7 @@ class ADMPrior(DiscreteVPPrior):
         size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
         return cls(
             unet,
-            adm_alphas_cumprod(),
+            ddpm_linear_alphas_cumprod(dtype=np.float64),
             "epsilon",
             clip=clip,
             channels=unet.config.in_channels,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -123,8 +124,8 @@ class Prior(nn.Module):
         if self.alphas_cumprod is None:
             raise AttributeError(f"{type(self).__name__} is not a discrete-time diffusion prior")
         table = self.sigma_table()
-        s = torch.as_tensor(sigma, dtype=table.dtype, device=table.device).reshape(-1, 1)
-        return (table.reshape(1, -1) - s).abs().argmin(dim=1)
+        sigma = sigma.reshape(-1) if isinstance(sigma, Tensor) else np.reshape(sigma, -1)
+        return torch.as_tensor(units.timestep_from_sigma(sigma, table), device=table.device)
 
     def sigma_table(self) -> Tensor:
         """``sigma_t = sqrt(1 - abar_t) / sqrt(abar_t)`` for every t (model units)."""

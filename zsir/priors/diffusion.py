@@ -19,15 +19,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from zsir import units
 from zsir.priors.base import Prior
 
-__all__ = ["DiscreteVPPrior", "PREDICTION_TYPES", "call_network", "unet_multiple"]
+__all__ = ["DiscreteVPPrior", "PREDICTION_TYPES", "call_network", "ddpm_linear_alphas_cumprod", "unet_multiple"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def ddpm_linear_alphas_cumprod(
+    num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, dtype=np.float32
+) -> np.ndarray:
+    """The DDPM "linear" alpha-bar table ``cumprod(1 - linspace(beta_start, beta_end, T))`` (Ho et al. 2020, section
+    4), computed in ``dtype``: float32 as the samplers' official codes (their integer timesteps depend on it),
+    float64 as guided-diffusion (ADM) and the priors."""
+    betas = np.linspace(beta_start, beta_end, num_steps, dtype=dtype)
+    return np.cumprod(1.0 - betas, dtype=dtype)
 
 
 def call_network(net: nn.Module, x: Tensor, t: Tensor, **kwargs) -> Tensor:

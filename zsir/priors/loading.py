@@ -23,7 +23,6 @@ existing checkpoint file or an ``https://`` URL (OpenAI layout; pass ``config=``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,23 +106,9 @@ def _pipeline(repo_id: str, name: str, consistency: bool) -> Callable[..., Prior
 
 
 def _builtin(**kwargs) -> Prior:
-    try:
-        from zsir.models.builtin import load_builtin_prior
-    except ModuleNotFoundError as err:
-        if err.name not in ("zsir.models.builtin", "zsir.models"):
-            raise
-        raise RuntimeError(
-            "the built-in prior is not available in this installation (zsir.models.builtin is missing). Pass "
-            "another prior instead: a name such as 'ffhq' or 'celebahq' (downloaded once), a Hub id, a local "
-            "folder or checkpoint path, or a Prior object, e.g. DenoiserPrior(your_net, sigma_max=...)."
-        ) from err
+    from zsir.models.builtin import load_builtin_prior
+
     return load_builtin_prior(**kwargs)
-
-
-def _builtin_cached() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("zsir.models.builtin") is not None
 
 
 _FFHQ = ("deepinv/diffunet", "diffusion_ffhq_10m.pt")
@@ -197,7 +182,7 @@ for _name, _repo, _what, _size, _lic, _cm in (
     )
 _add(PriorSpec(
     "builtin", "zsir's small built-in prior (trained by zsir; runs on CPU)", "bundled with zsir", "small", "MIT",
-    _builtin, _builtin_cached,
+    _builtin, lambda: True,  # the weights ship inside the package
 ))  # fmt: skip
 
 
@@ -230,13 +215,6 @@ def list_priors() -> list[dict[str, Any]]:
             "licence": spec.licence, "cached": spec.cached(),
         })  # fmt: skip
     return rows
-
-
-def _scheduler_class(root: Path) -> str | None:
-    for p in (root / "scheduler" / "scheduler_config.json", root / "scheduler_config.json"):
-        if p.is_file():
-            return json.loads(p.read_text()).get("_class_name")
-    return None
 
 
 def _from_pipeline(id_or_path: str | Path, **kwargs) -> Prior:
