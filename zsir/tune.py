@@ -299,7 +299,10 @@ def tune(
     Returns:
         a :class:`TuneResult`; ``entry`` is ``None`` when no trial completed.
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("zsir tune needs Optuna: pip install 'zsir[tune]' (or pip install optuna)") from None
 
     import zsir
     from zsir.samplers import SAMPLERS
