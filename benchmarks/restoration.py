@@ -10,10 +10,10 @@ Tasks are names of the task registry :mod:`zsir.tasks` (the CLI's ``--task``; me
 * ``inpaint-box``: a missing centre box of half the side, noiseless;
 * ``inpaint-random:0.8``: 80 % of the pixels missing (shared by the channels, seeded), noiseless.
 
-Baselines: ``bicubic`` upsampling (sr4), the pseudo-inverse ``A^+ y`` (all), and a Wiener / Tikhonov filter
+Baselines: ``bicubic`` upsampling (sr4), the pseudo-inverse ``A^+ y`` (all), a Wiener / Tikhonov filter
 ``0.5 + (A^T A + eta I)^{-1} A^T (y - A 0.5)`` with ``eta = sigma_y^2 / 0.05`` (blur tasks; 0.05 ~ the variance
-of natural images in [0, 1]). Metrics: PSNR, SSIM and HaarPSI (piq) on outputs clamped to [0, 1]; NFE and seconds
-per image.
+of natural images in [0, 1]) and linear interpolation of the observed pixels (``interp``, inpainting tasks).
+Metrics: PSNR, SSIM and HaarPSI (piq) on outputs clamped to [0, 1]; NFE and seconds per image.
 
 Examples::
 
@@ -65,6 +65,26 @@ def baselines(task: str, op: ops.LinearOperator, y: torch.Tensor, sigma_y: float
         out["bicubic"] = F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False)
     if task.startswith("deblur"):  # Tikhonov around the grey mean 0.5 (not around 0)
         out["wiener"] = 0.5 + op.pinv(y - op.A(0.5 * torch.ones_like(out["pinv"])), eta=sigma_y**2 / 0.05)
+    if task.startswith("inpaint"):
+        out["interp"] = linear_interpolation(y, op)
+    return out
+
+
+def linear_interpolation(y: torch.Tensor, op: ops.LinearOperator) -> torch.Tensor:
+    """Inpainting baseline: linear (Delaunay) interpolation of the observed pixels per channel (scipy), nearest
+    neighbour outside their convex hull."""
+    from scipy.interpolate import griddata
+
+    observed = (op.AtA(torch.ones_like(y[:1])) > 0)[0, 0].numpy()
+    ii, jj = np.nonzero(observed)
+    qi, qj = np.nonzero(~observed)
+    out = y.clone()
+    for b in range(y.shape[0]):
+        for c in range(y.shape[1]):
+            v = y[b, c].numpy()
+            lin = griddata((ii, jj), v[ii, jj], (qi, qj), method="linear")
+            near = griddata((ii, jj), v[ii, jj], (qi, qj), method="nearest")
+            out[b, c, qi, qj] = torch.from_numpy(np.where(np.isnan(lin), near, lin)).to(y.dtype)
     return out
 
 

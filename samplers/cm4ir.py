@@ -33,7 +33,9 @@ no hole is left (``torch.nanmedian`` takes the lower median of an even count).
 
 **Start truncation.** A prior whose ``sigma_max`` is below ``tau_N`` starts at the first level it covers
 (:func:`~zsir.samplers.schedules.truncate_to_prior`) from ``x_init`` plus noise of that level (CM4IR always
-starts from this informative point; the consistency models have ``sigma_max = 80``).
+starts from this informative point; the consistency models have ``sigma_max = 80``). That drops steps: FFDNet
+(``sigma_max = 0.59``) keeps 2 of the default 4. ``truncation="fit"`` keeps all ``N`` steps instead and lowers
+``iN`` to the largest value whose ``tau_N`` the prior covers (same ``gamma``; a zsir option, not in the paper).
 
 **Perception-distortion knob** (``pd`` in [0, 1]):
 
@@ -47,10 +49,7 @@ sharper (more perceptual) sample.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from zsir.operators.base import LinearOperator
@@ -58,52 +57,9 @@ from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, randn, register_sampler
 from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import cm4ir_taus, truncate_to_prior
-from zsir.samplers.steps import back_project, inject_noise
+from zsir.samplers.steps import back_project, inject_noise, median_fill, unobserved_mask
 
 __all__ = ["CM4IR", "median_fill", "unobserved_mask"]
-
-_MEDIAN_BUDGET = 1 << 24  # elements of one unfolded strip of median_fill
-
-
-def unobserved_mask(operator: LinearOperator, x_shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
-    """Boolean ``x_shape`` mask of the pixels the operator never observes (``A^T A 1 == 0``)."""
-    ones = torch.ones(tuple(x_shape), device=device, dtype=dtype)
-    return operator.AtA(ones) == 0
-
-
-def median_fill(x: Tensor, holes: Tensor, start_radius: int = 2) -> Tensor:
-    """Fill ``holes`` (a boolean mask broadcastable to ``x``) by repeated nan-medians over growing windows.
-
-    Each pass replaces every hole that has at least one known pixel in its ``(2r+1)^2`` window (per channel) by
-    the median of the known pixels of that window in the previous pass; ``r`` starts at ``start_radius`` and
-    grows by one per pass until no hole is left (docs/samplers/cm4ir.md). Observed pixels are never changed. Batched;
-    the unfold is done in row strips so large holes stay within a fixed memory budget.
-    """
-    holes = holes.expand_as(x)
-    if not bool(holes.any()):
-        return x
-    if bool(holes.flatten(1).all(1).any()):
-        raise ValueError("x: a sample has no observed pixel; median fill needs at least one")
-    B, C, H, W = x.shape
-    cur = x.masked_fill(holes, float("nan")).reshape(B * C, 1, H, W)
-    r = start_radius
-    while bool(torch.isnan(cur).any()):
-        k = 2 * r + 1
-        padded = F.pad(cur, (r, r, r, r), value=float("nan"))
-        rows = max(1, _MEDIAN_BUDGET // (k * k * W * B * C))
-        new = cur.clone()
-        for i0 in range(0, H, rows):
-            i1 = min(i0 + rows, H)
-            if not bool(torch.isnan(cur[..., i0:i1, :]).any()):
-                continue
-            strip = padded[..., i0 : i1 + 2 * r, :]
-            win = F.unfold(strip, k).reshape(B * C, k * k, i1 - i0, W)
-            med = torch.nanmedian(win, dim=1).values.unsqueeze(1)
-            block = new[..., i0:i1, :]
-            new[..., i0:i1, :] = torch.where(torch.isnan(block), med, block)
-        cur = new
-        r += 1
-    return cur.reshape(B, C, H, W)
 
 
 def _row(dataset: str, task: str, sigma: float, i_n: int, gamma: float, zeta: float, deltas, inj: int | None):
@@ -194,6 +150,13 @@ class CM4IR(Sampler):
         ),
         Param("mu", float, 1.0, "back-projection step", low=0.0, search=(0.25, 1.5)),
         Param("median_fill", bool, True, "fill unobserved pixels of the initialisation by growing medians"),
+        Param(
+            "truncation",
+            str,
+            "drop",
+            "prior sigma_max below tau_N: drop the steps above it, or fit iN so that tau_N <= sigma_max",
+            choices=("drop", "fit"),
+        ),
     )
     presets = dict(_row(*row) for row in _TABLE)
 
@@ -206,7 +169,12 @@ class CM4IR(Sampler):
                 f"deltas: expected {self.steps} values (one per step, steps={self.steps}), got {len(deltas)}: {deltas}"
             )
         self.deltas = [p["delta_scale"] * d for d in deltas]
-        self.taus = cm4ir_taus(p["iN"], p["gamma"], self.steps)
+        i_n = p["iN"]
+        if p["truncation"] == "fit":  # the largest iN <= the given one whose first level the prior covers
+            while i_n > 0 and cm4ir_taus(i_n, p["gamma"], self.steps)[0] > prior.sigma_max * (1.0 + 1e-6):
+                i_n -= 1
+        self.i_n = i_n
+        self.taus = cm4ir_taus(i_n, p["gamma"], self.steps)
         self._start = truncate_to_prior(self.taus, prior.sigma_max)
 
     def total_nfe(self) -> int:

@@ -111,7 +111,7 @@ class DDNM(DiffusionSampler):
         eta_ni = p["eta_ni"] if p["noise_injection"] else None
         spectral = p["plus"] and isinstance(operator, SVDOperator)
         k0, levels = self.start, self.levels
-        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         if spectral:
             plus = _PlusStep(operator, y, sigma_y, x, eta, eta_ni)
         for k in range(k0, self.steps):

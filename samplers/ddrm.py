@@ -40,8 +40,9 @@ errors of the previous steps, while the deterministic chain carries them (and th
 Gaussian problems the distortion (MSE to the exact posterior mean) grows monotonically as ``eta`` decreases
 (``tests/test_baselines.py``).
 
-DDRM needs the closed-form SVD: a non-:class:`~zsir.operators.SVDOperator` raises TypeError (use DDNM, DiffPIR,
-DPS or PnP for FFT or function operators).
+DDRM needs a singular basis: an :class:`~zsir.operators.SVDOperator` (closed-form SVD) or a
+:class:`~zsir.operators.CircularBlur`, whose SVD is the unitary DFT (:class:`FourierSVD`: complex coefficients,
+``s = |K|``); other operators raise TypeError (use DDNM, DiffPIR, DPS or PnP for function operators).
 """
 
 from __future__ import annotations
@@ -54,14 +55,56 @@ from zsir.samplers.base import DiffusionSampler, Preset, randn, register_sampler
 from zsir.samplers.params import NOISE_INJECTION, Param, Schema
 from zsir.samplers.steps import initial_state, noise_estimate, renoise_or_inject
 
-__all__ = ["DDRM", "require_svd"]
+__all__ = ["DDRM", "FourierSVD", "require_svd"]
 
 
-def require_svd(operator: LinearOperator, sampler: str) -> SVDOperator:
-    """Return ``operator`` if it is an :class:`SVDOperator`, else raise a TypeError naming the alternatives."""
+class FourierSVD:
+    r"""The SVD of a :class:`~zsir.operators.CircularBlur` in the unitary 2-D DFT ``F`` (per channel).
+
+    A circular convolution is ``A = F^H diag(K) F``; with ``K = |K| e^{i phi}`` that is ``A = U diag(|K|) V^H``
+    with ``V = F^H`` and ``U = F^H diag(e^{i phi})``, both unitary: a valid singular basis with **complex**
+    coefficients ``c = F x`` (Hermitian-symmetric for real images). Every DDRM update is a per-coefficient linear
+    map with real, frequency-symmetric weights, so the state stays Hermitian and ``V c`` real; fresh noise is
+    drawn as white image noise and transformed (:meth:`noise`), so it has the distribution of ``F n``.
+    """
+
+    def __init__(self, op: LinearOperator):
+        self.op = op
+
+    def _K(self, t: Tensor) -> Tensor:
+        real = torch.float64 if t.dtype in (torch.float64, torch.complex128) else torch.float32
+        return self.op.spectrum(t.shape[-2], t.shape[-1], t.device, real)
+
+    def Vt(self, x: Tensor) -> Tensor:
+        return torch.fft.fft2(x, norm="ortho")
+
+    def V(self, c: Tensor) -> Tensor:
+        return torch.fft.ifft2(c, norm="ortho").real
+
+    def Ut(self, y: Tensor) -> Tensor:
+        K = self._K(y)
+        phase = torch.where(K.abs() > 0, K / torch.where(K.abs() > 0, K.abs(), 1.0), 0)
+        return phase.conj() * torch.fft.fft2(y, norm="ortho")
+
+    def singulars(self, x_shape, *, device=None, dtype=torch.float32) -> Tensor:
+        return self.op.spectrum(x_shape[-2], x_shape[-1], device, dtype).abs().to(dtype)
+
+    def noise(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``F n`` for white ``n ~ N(0, I)`` shaped like the image."""
+        return self.Vt(randn(like.shape, generator, like.real))
+
+
+def require_svd(operator: LinearOperator, sampler: str) -> SVDOperator | FourierSVD:
+    """``operator`` if it is an :class:`SVDOperator`, its :class:`FourierSVD` for a ``CircularBlur``, else raise a
+    TypeError naming the alternatives."""
+    from zsir.operators import CircularBlur
+
+    if isinstance(operator, CircularBlur):
+        return FourierSVD(operator)
     if not isinstance(operator, SVDOperator):
         raise TypeError(
-            f"operator: {sampler} works in the spectral space of A and needs an SVDOperator (closed-form SVD), got "
+            f"operator: {sampler} works in the spectral space of A and needs an SVDOperator (closed-form SVD) or a "
+            f"CircularBlur (the Fourier basis), got "
             f"{type(operator).__name__}; for FFT or function operators use 'ddnm', 'diffpir', 'dps', 'pnp', 'rdmd' "
             f"or 'cm4ir'"
         )
@@ -115,13 +158,14 @@ class DDRM(DiffusionSampler):
         eta, eta_b = self.params["eta"], self.params["eta_b"]
         eta_ni = self.params["eta_ni"] if self.params["noise_injection"] else None
         k0, levels = self.start, self.levels
-        x = initial_state(y, op, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         c_y = op.Ut(y)
         s = op.singulars(tuple(x.shape), device=x.device, dtype=x.dtype)
         observed = s > 0
         s_safe = torch.where(observed, s, torch.ones_like(s))
         y_bar = c_y / s_safe
         sy_safe = sigma_y.clamp_min(torch.finfo(x.dtype).tiny)
+        draw = (lambda: op.noise(x, generator)) if isinstance(op, FourierSVD) else None
         c_x = op.Vt(x)  # spectral coefficients of the state, carried between steps (V is orthogonal)
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
@@ -132,11 +176,13 @@ class DDRM(DiffusionSampler):
             after = observed & (s * sigma_next < sigma_y)
             free = ~(before | after)
             eps = torch.where(after, (c_y - s * c0) / sy_safe, c_eps)
-            c_next = renoise_or_inject(c0, eps, sigma_next, eta * eta, generator)
+            c_next = renoise_or_inject(c0, eps, sigma_next, eta * eta, generator, draw=draw)
             if eta_ni is not None:
-                c_next = torch.where(free, renoise_or_inject(c0, c_eps, sigma_next, 0.0, generator, eta_ni), c_next)
+                injected = renoise_or_inject(c0, c_eps, sigma_next, 0.0, generator, eta_ni, draw)
+                c_next = torch.where(free, injected, c_next)
             std_b = (sigma_next**2 - (eta_b * sigma_y / s_safe) ** 2).clamp_min(0.0).sqrt()
-            c_before = eta_b * y_bar + (1.0 - eta_b) * c0 + std_b * randn(c0.shape, generator, c0)
+            fresh = randn(c0.shape, generator, c0) if draw is None else draw()
+            c_before = eta_b * y_bar + (1.0 - eta_b) * c0 + std_b * fresh
             c_x = torch.where(before, c_before, c_next)
             x = op.V(c_x)
         return x

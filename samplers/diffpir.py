@@ -102,8 +102,9 @@ class DiffPIR(DiffusionSampler):
             {"steps": 20, "lambda_": 1.0, "zeta": 1.0},
         ),
         "deepinv": Preset(
-            "deepinv.sampling.DiffPIR defaults: 100 steps, lambda 7, zeta 0.1",
-            {"steps": 100, "lambda_": 7.0, "zeta": 0.1},
+            "deepinv.sampling.DiffPIR defaults: 100 steps, deepinv's lambda 7, zeta 0.1 (deepinv's data step is "
+            "prox_l2 with gamma = 1 / (2 rho), i.e. twice zsir's rho: lambda_ 14 here)",
+            {"steps": 100, "lambda_": 14.0, "zeta": 0.1},
         ),
     }
 
@@ -122,7 +123,7 @@ class DiffPIR(DiffusionSampler):
         lam, zeta = p["lambda_"], p["zeta"]
         eta_ni = p["eta_ni"] if p["noise_injection"] else None
         k0, levels = self.start, self.levels
-        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2)
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y)
         for k in range(k0, self.steps - 1):
             sigma = levels[k]
             x0 = self.denoise(x, sigma)

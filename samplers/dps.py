@@ -114,7 +114,7 @@ class DPS(DiffusionSampler):
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
         zeta, eta = self.params["zeta"], self.params["eta"]
         k0, levels = self.start, self.levels
-        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, eta_reg=sigma_y**2).detach()
+        x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y).detach()
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
             x0, grad = residual_norm_gradient(self, x, sigma, y, operator)

@@ -13,8 +13,9 @@ Half-quadratic splitting with ``K`` iterations and log-spaced denoiser levels (`
     x &= \arg\min_x \|y - A x\|^2 + \rho_k \|x - z\|^2 = \mathrm{prox}_{l2}(z, y, \gamma = 1 / \rho_k)\\
     z &= D(x, 2 \sigma_k)
 
-starting from ``z = A^T (A A^T + sigma_y^2 I)^{-1} y`` (model units; the Tikhonov pseudo-inverse, which works for
-every operator) and returning the last ``z``. The data step is invariant under the affine [0, 1] -> [-1, 1] map, so
+starting from the shared informative start ``z`` (:func:`~zsir.samplers.steps.informative_start`: bicubic
+up-sampling for SR, the Wiener-regularised inverse for blurs, interpolated inpainting holes) and returning the last
+``z``. The data step is invariant under the affine [0, 1] -> [-1, 1] map, so
 ``rho_k`` (a ratio of [0, 1]-unit stds) is used unchanged in model units; the denoiser receives ``2 sigma_k`` in
 model units. Per-sample ``sigma_y`` gives per-sample schedules. Deterministic: **NFE = K**.
 
@@ -38,6 +39,7 @@ from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, register_sampler
 from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import dpir_sigmas, truncate_to_prior
+from zsir.samplers.steps import informative_start
 
 __all__ = ["PnP", "pnp_schedule"]
 
@@ -140,7 +142,7 @@ class PnP(Sampler):
         as_t = lambda a: torch.as_tensor(np.stack(a, 1)).to(y)  # noqa: E731  (K, B)
         levels = as_t([units.sigma_to_model(sig) for sig, _ in per_sample])
         gammas = as_t([1.0 / rho for _, rho in per_sample])
-        z = operator.pinv(y, sigma_y**2)
+        z = informative_start(y, operator, sigma_y)
         for k in range(self._start, self.steps):
             x = operator.prox_l2(z, y, gammas[k].view(-1, 1, 1, 1))
             z = self.denoise(x, levels[k])

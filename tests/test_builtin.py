@@ -115,6 +115,7 @@ def test_restoration_benchmark_quick(tmp_path):
         ("sr4", "bicubic"),
         ("sr4", "pinv"),
         ("inpaint-random:0.8", "pinv"),
+        ("inpaint-random:0.8", "interp"),
     }
     prior_free = ("inpaint-random:0.8", "rdmd pd=0")  # noiseless and tau = 0: RDMD has no prior term (it warns)
     for r in rows:

@@ -79,7 +79,7 @@ def _bp(x0, y, M, eta_reg):
 
 @pytest.mark.parametrize("name", sorted(SPEC))
 def test_preset_matches_spec_table(name):
-    assert set(CM4IR.presets) == set(SPEC)
+    assert {n for n in CM4IR.presets if not n.startswith("tuned-")} == set(SPEC)  # tuned-* presets sit beside them
     i_n, gamma, zeta, deltas, inj = SPEC[name]
     p = dict(CM4IR.presets[name].params)
     got = p["deltas"] if isinstance(p["deltas"], (list, tuple)) else [p["deltas"]] * 4

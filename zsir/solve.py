@@ -40,12 +40,23 @@ class SolveResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_params(sampler_cls, preset: str | None, pd: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge hyperparameters: class defaults < preset < pd mapping < explicit keyword arguments."""
+def resolve_params(sampler_cls, preset, pd: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge hyperparameters: class defaults < preset < pd mapping < explicit keyword arguments.
+
+    ``preset`` is ``None``, the name of one of ``sampler_cls.presets`` or a :class:`~zsir.samplers.Preset` (e.g.
+    ``zsir.tune.load_presets(path)[name].preset``), whose parameters are checked against the sampler's schema.
+    """
+    from zsir.samplers.base import Preset
+
     params: dict[str, Any] = {}
     steps = None
     if preset is not None:
-        p = dict(sampler_cls.preset(preset).params)
+        if isinstance(preset, Preset):
+            p = sampler_cls.check_params(dict(preset.params))
+        elif isinstance(preset, str):
+            p = dict(sampler_cls.preset(preset).params)
+        else:
+            raise TypeError(f"preset: expected a preset name or a zsir.samplers.Preset, got {type(preset).__name__}")
         steps = p.pop("steps", None)
         params.update(p)
     if pd is not None:
@@ -141,7 +152,7 @@ def solve(
     sigma_y: float | Tensor | None = None,
     pd: float | None = None,
     steps: int | None = None,
-    preset: str | None = None,
+    preset: str | Any = None,
     num_samples: int = 1,
     generator: torch.Generator | int | None = None,
     progress: bool = True,
@@ -162,7 +173,9 @@ def solve(
         pd: perception-distortion position in [0, 1]: 0 = lowest distortion, 1 = most perceptual; mapped to the
             sampler's own parameter (see the README table).
         steps: iterations (``None``: the preset's or the sampler's default).
-        preset: a named published setting of the sampler (see ``Sampler.presets``).
+        preset: a named setting of the sampler (see ``Sampler.presets``: the published ones and the ``tuned-*``
+            presets for the built-in prior), or a :class:`~zsir.samplers.Preset` read from a preset file
+            (:func:`zsir.tune.load_presets`).
         num_samples: posterior samples per measurement.
         generator: a ``torch.Generator`` or an integer seed; the same seed gives the same output.
         progress: show a progress bar with the NFE count.

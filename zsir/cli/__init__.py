@@ -1,4 +1,5 @@
-"""The ``zsir`` command line: ``restore``, ``bench``, ``priors`` and ``train-prior``, one module per subcommand.
+"""The ``zsir`` command line: ``restore``, ``bench``, ``priors``, ``tune`` and ``train-prior``, one module per
+subcommand.
 
 Every restoration goes through :func:`zsir.solve`. Exit codes: 0 success, 1 some inputs failed (or a runtime
 error), 2 usage error, 130 interrupted.
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from tqdm.auto import tqdm
 
 import zsir
-from zsir.cli import bench, priors, restore
+from zsir.cli import bench, priors, restore, tune
 from zsir.cli.common import Parser, UsageError
 
 __all__ = ["main", "build_parser", "UsageError"]
@@ -32,6 +33,7 @@ def build_parser() -> Parser:
     restore.add_parser(sub)
     bench.add_parser(sub)
     priors.add_parser(sub)
+    tune.add_parser(sub)
     sub.add_parser("train-prior", help="train the built-in prior (see `zsir train-prior --help`)", add_help=False)
     return parser
 

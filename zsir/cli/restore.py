@@ -76,7 +76,20 @@ def add_parser(sub) -> None:
     r.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_NAMES)}")
     r.add_argument("--sampler", default="rdmd", help="rdmd, cm4ir, ddrm, ddnm, ddnm+, diffpir, dps or pnp")
     add_solver_options(r)
-    r.add_argument("--preset", default=None, help="a named published setting of the sampler (default: none)")
+    r.add_argument(
+        "--preset",
+        default=None,
+        help="a named setting of the sampler (published, or tuned-* for the built-in prior), or an entry of "
+        "--presets (default: none)",
+    )
+    r.add_argument(
+        "--presets",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="preset file of zsir tune: use its entry for this sampler, task, sigma_y and prior (or --preset NAME) "
+        "(default: none)",
+    )
     r.add_argument("--num-samples", type=positive_int, default=1, help="posterior samples per input")
     r.add_argument("--batch-size", type=positive_int, default=1, help="same-size inputs restored per solve call")
     r.add_argument(
@@ -146,6 +159,7 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
         "sigma_y": args.sigma_y,
         "pd": args.pd,
         "preset": args.preset,
+        "preset_file": str(args.presets) if args.presets else None,
         "steps": res.steps,
         "seed": args.seed,
         "image_seed": item["seed"],
@@ -170,11 +184,31 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
     outputs.publish(files, contents)
 
 
+def _preset_from_file(args, sampler: str, task: Task):
+    """The entry of ``--presets`` for this run (named by ``--preset`` or matched); sets ``args.preset`` to its name."""
+    from zsir.tune import find_preset, load_presets
+
+    try:
+        entry = find_preset(
+            load_presets(args.presets),
+            sampler,
+            name=args.preset,
+            task=task.name,
+            sigma_y=args.sigma_y,
+            prior=args.prior,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(f"--presets: {err}") from None
+    args.preset = entry.name
+    return entry.preset
+
+
 def run(args) -> int:
     sampler_cls = sampler_class(args.sampler)
     params = dict(args.param)
-    check_params(sampler_cls, params, args.preset)
     task = task_from(args.task)
+    check_params(sampler_cls, params, None if args.presets else args.preset)
+    preset = _preset_from_file(args, sampler_cls.name, task) if args.presets else args.preset
     if task.random and not args.simulate:
         alt = "inpaint-mask:FILE" if task.kind == "inpaint" else "deblur-kernel:FILE"
         raise UsageError(
@@ -220,7 +254,7 @@ def run(args) -> int:
             return
         try:
             y = torch.cat([it["y"] for it in items])
-            res = solve(y, items[0]["op"], setup, args, args.steps, pd, args.preset, args.num_samples, items[0]["seed"])
+            res = solve(y, items[0]["op"], setup, args, args.steps, pd, preset, args.num_samples, items[0]["seed"])
         except Exception as err:
             for it in compress(items, todo):
                 fail(it["path"], err)
