@@ -1,6 +1,6 @@
 r"""Hyperparameter search for a sampler on a validation folder, and preset files (``zsir tune``).
 
-:func:`tune` searches a sampler's declared search space (:meth:`~zsir.samplers.Sampler.search_space`: the
+:func:`tune` searches a sampler's declared search space (:meth:`~zsir.samplers.base.Sampler.search_space`: the
 :class:`~zsir.samplers.params.Param` entries with a ``search`` range, plus ``steps``) with Optuna's TPE sampler
 (seeded) and median pruning: every trial restores the *search* images one by one and reports the running mean of
 the objective after each, so a trial that is clearly worse than the median of earlier trials stops after a few
@@ -282,7 +282,7 @@ def tune(
         task: a task string (``"sr4"``, ``"deblur-gauss"``, ``"inpaint-random"``, ...; :mod:`zsir.tasks`).
         sampler: the sampler's registry name.
         sigma_y: measurement noise std in **[0, 1] image units**.
-        prior: a :class:`~zsir.priors.Prior` or a name for :func:`zsir.load_prior`; ``prior_name`` is the name
+        prior: a :class:`~zsir.priors.Prior` or a name for :func:`zsir.priors.load_prior`; ``prior_name`` is the name
             recorded in the preset (default: ``prior`` when it is a string).
         trials: number of trials of the study in total (a resumed study runs only the missing ones).
         objective: ``"psnr"``, ``"ssim"``, ``"haarpsi"`` (maximised) or ``"lpips"`` (minimised).
