@@ -78,6 +78,9 @@ class Sampler:
         hyperparameters: defaults of the sampler's own parameters (paper symbols).
         presets: named settings reproducing published results.
         needs_grad: True only for samplers that differentiate through the prior (DPS).
+        state_images: image-sized float32 tensors the sampler holds at its peak, outside the prior call (for the
+            memory estimate of :mod:`zsir.memory`; checked against a measurement per sampler in the tests).
+        work_bytes: bytes of scratch space the sampler needs whatever the image size (e.g. a bounded strip).
     """
 
     name: ClassVar[str] = ""
@@ -85,6 +88,8 @@ class Sampler:
     hyperparameters: ClassVar[dict[str, Any]] = {}
     presets: ClassVar[dict[str, Preset]] = {}
     needs_grad: ClassVar[bool] = False
+    state_images: ClassVar[int] = 12
+    work_bytes: ClassVar[int] = 0
 
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
         if not isinstance(prior, Prior):
@@ -102,6 +107,7 @@ class Sampler:
         self.params: dict[str, Any] = {**self.hyperparameters, **hyperparameters}
         self.nfe = 0
         self._bar: tqdm | None = None
+        self._generator: torch.Generator | None = None
 
     # ----- pd knob and presets --------------------------------------------------------------------------------
     @classmethod
@@ -126,14 +132,14 @@ class Sampler:
         """Restore ``y`` (model units) and return the restoration in [-1, 1] (model units)."""
         self.nfe = 0
         with tqdm(total=self.total_nfe(), disable=not self.progress, desc=self.name, unit="nfe", leave=False) as bar:
-            self._bar = bar
+            self._bar, self._generator = bar, generator
             try:
                 if self.needs_grad:
                     return self.run(y, operator, sigma_y, generator)
                 with torch.no_grad():
                     return self.run(y, operator, sigma_y, generator)
             finally:
-                self._bar = None
+                self._bar = self._generator = None
 
     def total_nfe(self) -> int | None:
         """Expected number of prior calls for the configured steps (``None`` if unknown)."""
@@ -146,9 +152,9 @@ class Sampler:
         """Call the prior's denoiser once, counting one NFE (one network call for the whole batch).
 
         ``prior`` selects another prior than ``self.prior`` (e.g. RDMD's deterministic branch); it is counted
-        the same way.
+        the same way. The sampler's generator shifts the prior's tile grid (:meth:`Prior.denoise`).
         """
-        out = (self.prior if prior is None else prior).denoise(x, sigma, **kwargs)
+        out = (self.prior if prior is None else prior).denoise(x, sigma, generator=self._generator, **kwargs)
         self.nfe += 1
         if self._bar is not None:
             self._bar.set_postfix(nfe=self.nfe, refresh=False)  # shown by the refresh of update()

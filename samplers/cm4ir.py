@@ -162,6 +162,8 @@ class CM4IR(Sampler):
         mu: back-projection step (1). median_fill: fill unobserved pixels of the initialisation (True).
     """
 
+    work_bytes = 2 * 4 * _MEDIAN_BUDGET  # the unfolded strip of median_fill and its median
+
     name = "cm4ir"
     default_steps = 4
     hyperparameters = {
