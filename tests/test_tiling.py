@@ -153,3 +153,23 @@ def test_bad_tiling_requests_are_named_before_any_work():
     with pytest.raises(ValueError, match="1x1 pixels is too small"):
         zsir.solve(torch.zeros(1, 3, 1, 1), Identity(), prior=prior, progress=False)
     assert prior.shapes == []
+
+
+def test_cli_tile_options_and_the_json_record(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from zsir.cli import main
+
+    img = (smooth_image(48, 40)[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    Image.fromarray(img).save(tmp_path / "a.png")
+    base = ["restore", str(tmp_path / "a.png"), "--task", "sr2", "--sampler", "ddrm", "--steps", "2", "--no-progress"]
+    assert main([*base, "-o", str(tmp_path / "o"), "--tile", "32", "--tile-overlap", "8"]) == 0
+    rec = json.loads((tmp_path / "o" / "a.json").read_text())
+    assert rec["tiling"]["tile"] == 32 and rec["tiling"]["overlap"] == 8 and 12 <= rec["tiling"]["tiles_per_call"] <= 16
+    assert main([*base, "-o", str(tmp_path / "p"), "--tile", "6"]) == 2
+    assert "--tile: 6 is not a multiple of 4" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "q"), "--max-memory", "0.01"]) == 1
+    err = capsys.readouterr().err
+    assert "needs about" in err and "Options that fit" in err and not (tmp_path / "q" / "a.png").exists()

@@ -113,7 +113,7 @@ class TilingPlan:
     estimate: int
     budget: int
     budget_source: str
-    tiles_per_call: int
+    tiles_per_call: int  # at most, over the grid shifts
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -28,7 +28,7 @@ class SolveResult:
         sampler: registry name of the sampler.
         params: every hyperparameter used, after preset, pd mapping and explicit overrides.
         tiling: the tiling and memory plan used (:meth:`zsir.memory.TilingPlan.as_dict`: tile, overlap,
-            tiles_per_call, estimate and budget in bytes and GB, budget_source).
+            tiles_per_call (at most, over the grid shifts), estimate and budget in bytes and GB, budget_source).
     """
 
     x: Tensor
