@@ -130,8 +130,14 @@ def operator_bytes(operator) -> int:
     """Bytes of the tensors an operator holds (parameters, buffers and tensor attributes of it and its parts)."""
     seen: dict[int, int] = {}
     for m in operator.modules():
-        for t in [*m.parameters(recurse=False), *m.buffers(recurse=False), *vars(m).values()]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+        found = [*m.parameters(recurse=False), *m.buffers(recurse=False), *vars(m).values()]
+        while found:  # tensors, also inside the caches (dicts of tuples) operators keep
+            t = found.pop()
+            if isinstance(t, dict):
+                found.extend(t.values())
+            elif isinstance(t, (tuple, list)):
+                found.extend(t)
+            elif isinstance(t, torch.Tensor) and t.device.type != "meta":
                 seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(seen.values())
 
