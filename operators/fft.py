@@ -50,6 +50,7 @@ class CircularBlur(LinearOperator):
         self.zero_threshold = float(zero_threshold)
         self.register_buffer("kernel", k)
         self._cache: dict[tuple, Tensor] = {}
+        self._last_y: tuple = (None, 0, None)
 
     def _check_shape(self, shape, name: str) -> tuple[int, int, int, int]:
         b, c, h, w = image_hw(shape, name)
@@ -124,12 +125,24 @@ class CircularBlur(LinearOperator):
         factor = torch.where(keep, k.conj() / torch.where(keep, mag2 + eta, torch.ones_like(mag2)), 0)
         return self._filter(y, factor)
 
+    def _adjoint_spectrum(self, y: Tensor) -> Tensor:
+        """``conj(K) FFT(y)`` (rfft2 half), kept for the last ``y`` seen: samplers pass the same ``y`` every step.
+
+        The cache holds ``y`` itself (so its identity cannot be reused) and its version counter, so another or a
+        modified tensor recomputes.
+        """
+        last, version, value = self._last_y
+        if last is not y or version != y._version:
+            value = torch.fft.rfft2(y).mul_(self._half(y).conj())
+            self._last_y = (y, y._version, value)
+        return value
+
     def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor) -> Tensor:
         self.check_y(y)
         k = self._half(y)
         g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
-        num = g * torch.fft.rfft2(y) * k.conj() + torch.fft.rfft2(z)
-        return torch.fft.irfft2(num / (g * (k.real**2 + k.imag**2) + 1.0), s=z.shape[-2:])
+        num = torch.fft.rfft2(z).add_(g * self._adjoint_spectrum(y))
+        return torch.fft.irfft2(num.div_(g * (k.real**2 + k.imag**2) + 1.0), s=z.shape[-2:])
 
     def norm(self, x_shape, **kwargs) -> float:
         _, _, h, w = self.y_shape(x_shape)
