@@ -31,3 +31,14 @@ def test_prox_cache_follows_the_measurement():
     # independent reference: (gamma A^T A + I) x = gamma A^T y + z holds for the result
     x = op.prox_l2(z, y, 0.5)
     torch.testing.assert_close(0.5 * op.At(op.A(x)) + x, 0.5 * op.At(y) + z, rtol=1e-4, atol=1e-4)
+
+
+def test_separable_factor_bytes_match_what_the_operator_holds():
+    from zsir.operators import BicubicSR, SeparableBlur, gaussian_kernel
+
+    for op, shape in ((BicubicSR(2), (1, 3, 96, 64)), (SeparableBlur(gaussian_kernel(9, 2.0)), (1, 3, 80, 72))):
+        assert memory.operator_bytes(op) < 1000  # no factors before the first call (only kernel taps)
+        predicted = memory.operator_bytes(op, shape)
+        op.pinv(op.A(torch.rand(shape)), 1e-3)
+        held = memory.operator_bytes(op)
+        assert 0.8 * predicted <= held <= 1.05 * predicted, (held, predicted)

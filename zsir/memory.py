@@ -126,8 +126,9 @@ def _weights_bytes(prior) -> int:
     return sum(t.numel() * t.element_size() for t in [*prior.parameters(), *prior.buffers()])
 
 
-def operator_bytes(operator) -> int:
-    """Bytes of the tensors an operator holds (parameters, buffers and tensor attributes of it and its parts)."""
+def operator_bytes(operator, x_shape: tuple[int, ...] | None = None) -> int:
+    """Bytes of the tensors an operator holds (parameters, buffers and tensor attributes of it and its parts, its
+    caches included), or, with ``x_shape``, what it will hold for such images if it says so (``factor_bytes``)."""
     seen: dict[int, int] = {}
     for m in operator.modules():
         found = [*m.parameters(recurse=False), *m.buffers(recurse=False), *vars(m).values()]
@@ -139,7 +140,9 @@ def operator_bytes(operator) -> int:
                 found.extend(t)
             elif isinstance(t, torch.Tensor) and t.device.type != "meta":
                 seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return sum(seen.values())
+    held = sum(seen.values())
+    predicted = [m.factor_bytes(x_shape) for m in operator.modules() if x_shape and hasattr(m, "factor_bytes")]
+    return max(held, sum(predicted))
 
 
 def estimate(prior, sampler_cls, operator, x_shape: tuple[int, ...], num_samples: int, tile: int) -> int:
@@ -150,7 +153,7 @@ def estimate(prior, sampler_cls, operator, x_shape: tuple[int, ...], num_samples
     # a differentiating sampler (DPS) keeps every tile's activations until the backward pass: tiling cannot help
     th, tw = (min(H, tile), min(W, tile)) if tile and not sampler_cls.needs_grad else (H, W)
     net = MARGIN * n * th * tw * prior.bytes_per_pixel(grad=sampler_cls.needs_grad)
-    fixed = _weights_bytes(prior) + operator_bytes(operator) + sampler_cls.work_bytes
+    fixed = _weights_bytes(prior) + operator_bytes(operator, x_shape) + sampler_cls.work_bytes
     return int(fixed + (sampler_cls.state_images + 2) * image + net)
 
 
