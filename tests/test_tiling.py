@@ -173,3 +173,18 @@ def test_cli_tile_options_and_the_json_record(tmp_path, capsys):
     assert main([*base, "-o", str(tmp_path / "q"), "--max-memory", "0.01"]) == 1
     err = capsys.readouterr().err
     assert "needs about" in err and "Options that fit" in err and not (tmp_path / "q" / "a.png").exists()
+
+
+def test_autocast_runs_the_network_in_bfloat16_and_returns_float32():
+    seen = []
+    x = torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    net = nn.Conv2d(3, 3, 3, padding=1)
+    net.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    prior = DenoiserPrior(lambda x, s: x + 0.1 * net(x), sigma_max=1.0, name="conv")
+    with torch.no_grad():
+        ref = prior.denoise(x, 0.3)
+        prior.autocast_dtype = torch.bfloat16
+        low = prior.denoise(x, 0.3)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert low.dtype == torch.float32 and (low - ref).abs().max() < 0.05  # bfloat16 keeps ~3 significant digits

@@ -112,7 +112,8 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=sorted(DTYPES),
         default="float32",
-        help="precision of the prior network (images and the sampler stay float32)",
+        help="precision of the prior network's arithmetic, by torch.autocast (weights, images and the sampler "
+        "stay float32)",
     )
     p.add_argument(
         "--param",
@@ -202,9 +203,11 @@ def load_prior(name: str, device: torch.device, dtype: str):
     from zsir.priors import load_prior
 
     try:
-        return load_prior(name, device=device, dtype=None if dtype == "float32" else DTYPES[dtype])
+        prior = load_prior(name, device=device)
     except (ValueError, TypeError) as err:
         raise UsageError(f"--prior: {err}") from None
+    prior.autocast_dtype = None if dtype == "float32" else DTYPES[dtype]  # weights stay float32 (autocast)
+    return prior
 
 
 def jsonable(v: Any) -> Any:

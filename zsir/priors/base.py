@@ -74,6 +74,9 @@ class Prior(nn.Module):
         tile_size: tile side in pixels; ``None`` = the default (``max(train_size)`` for fixed-size priors,
             :data:`CONV_TILE` for fully convolutional ones), ``0`` = never tile.
         tile_overlap: minimum overlap of neighbouring tiles in pixels; ``None`` = ``tile // 8`` (at least 8).
+        autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` runs the network under :func:`torch.autocast`
+            (weights stay float32, convolutions and matrix products in the lower precision; the output is cast
+            back to the input's dtype); ``None`` = the network's own dtype.
     """
 
     kind: str = "mmse"
@@ -85,6 +88,7 @@ class Prior(nn.Module):
     fully_convolutional: bool = True
     tile_size: int | None = None
     tile_overlap: int | None = None
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -245,11 +249,12 @@ class Prior(nn.Module):
         H, W = x.shape[-2:]
         m = self.multiple
         ph, pw = (-H) % m, (-W) % m
-        if ph == 0 and pw == 0:
-            return self._denoise(x, s, **kwargs)
-        mode = "reflect" if ph < H and pw < W else "replicate"
-        xp = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return self._denoise(xp, s, **kwargs)[..., :H, :W]
+        if ph or pw:
+            mode = "reflect" if ph < H and pw < W else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            out = self._denoise(x, s, **kwargs)
+        return out[..., :H, :W].to(x.dtype)
 
     def _tiled(self, x: Tensor, s: Tensor, tile: int, overlap: int, generator, **kwargs) -> Tensor:
         """Raised-cosine blend of overlapping full-size tiles on a grid shifted by a random offset."""
