@@ -69,3 +69,16 @@ def test_builtin_prior_peak_per_call_is_under_its_estimate():
         prior.denoise(x, 0.3)
     assert m.peak <= memory.MARGIN * bpp * 96 * 80
     assert m.peak >= 0.5 * bpp * 96 * 80  # linear in the pixels: the probe size does not matter much
+
+
+def test_a_prior_that_cannot_be_probed_alone_gets_the_conservative_fallback():
+    from zsir.priors.base import PROBE_FALLBACK, Prior
+
+    class NeedsBatch4(Prior):
+        def _denoise(self, x, sigma, **kwargs):
+            if x.shape[0] != 4:
+                raise ValueError("class_labels: expected an int or 1 labels, got 4")
+            return x
+
+    p = NeedsBatch4()
+    assert p.bytes_per_pixel() == PROBE_FALLBACK and p.bytes_per_pixel(grad=True) == 4 * PROBE_FALLBACK

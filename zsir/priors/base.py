@@ -58,6 +58,10 @@ __all__ = ["Prior", "CONV_TILE"]
 CONV_TILE = 512
 """Default tile side (pixels) of fully convolutional priors: bounds the network's activations per call."""
 
+PROBE_FALLBACK = 8192.0
+"""Bytes per pixel assumed when a prior cannot be probed alone (4x for a differentiated call): a conservative
+guess, four times what the built-in prior measures."""
+
 
 class Prior(nn.Module):
     """Base class of all priors (see module docstring).
@@ -217,7 +221,8 @@ class Prior(nn.Module):
         Measured with :func:`zsir.memory.peak_bytes` on one noisy probe of side ``min(tile, 128)`` (a multiple of
         :attr:`multiple`), with autograd recording when ``grad`` (as DPS runs). Activations grow linearly with
         the pixels for convolutions; attention at a fixed training size is covered by probing at that size when
-        it is at most 128.
+        it is at most 128. A prior that cannot run the probe (e.g. one holding per-sample class labels for another
+        batch size) is assumed to need :data:`PROBE_FALLBACK` bytes per pixel.
         """
         if grad not in self._bytes_per_pixel:
             from zsir.memory import peak_bytes
@@ -225,14 +230,17 @@ class Prior(nn.Module):
             tile = self.tiling()[0] or 128
             side = max(self.multiple, min(tile, 128) // self.multiple * self.multiple)
             x = torch.zeros(1, self.channels, side, side, device=self.device, dtype=torch.float32)
-            with torch.set_grad_enabled(grad), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                x.requires_grad_(grad)
-                with peak_bytes() as m:
-                    out = self._padded(x, torch.full((1, 1, 1, 1), 0.5, device=x.device))
-                    if grad:
-                        out.sum().backward()
-            self._bytes_per_pixel[grad] = m.peak / (side * side)
+            try:
+                with torch.set_grad_enabled(grad), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    x.requires_grad_(grad)
+                    with peak_bytes() as m:
+                        out = self._padded(x, torch.full((1, 1, 1, 1), 0.5, device=x.device))
+                        if grad:
+                            out.sum().backward()
+                self._bytes_per_pixel[grad] = m.peak / (side * side)
+            except (ValueError, RuntimeError):  # e.g. per-sample class labels set for another batch size
+                self._bytes_per_pixel[grad] = PROBE_FALLBACK * (4 if grad else 1)
         return self._bytes_per_pixel[grad]
 
     # ----- size handling --------------------------------------------------------------------------------------
