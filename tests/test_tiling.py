@@ -188,3 +188,12 @@ def test_autocast_runs_the_network_in_bfloat16_and_returns_float32():
         low = prior.denoise(x, 0.3)
     assert seen == [torch.float32, torch.bfloat16]
     assert low.dtype == torch.float32 and (low - ref).abs().max() < 0.05  # bfloat16 keeps ~3 significant digits
+
+
+def test_dps_differentiates_through_a_tiled_prior():
+    x = smooth_image(24, 32)
+    op = BicubicSR(2)
+    prior = conv_prior()
+    kw = dict(sampler="dps", prior=prior, steps=2, progress=False, generator=0, return_result=True)
+    tiled = zsir.solve(op.A(x), op, tile=16, tile_overlap=4, **kw)
+    assert tiled.tiling["tiles_per_call"] > 1 and torch.isfinite(tiled.x).all()
