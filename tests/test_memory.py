@@ -82,3 +82,10 @@ def test_a_prior_that_cannot_be_probed_alone_gets_the_conservative_fallback():
 
     p = NeedsBatch4()
     assert p.bytes_per_pixel() == PROBE_FALLBACK and p.bytes_per_pixel(grad=True) == 4 * PROBE_FALLBACK
+
+
+def test_refusing_an_untiled_request_offers_the_tiling_that_fits():
+    prior = zsir.load_prior("builtin")
+    op = parse_task("sr2").operator((3000, 2000))
+    with pytest.raises(memory.MemoryBudgetError, match=r"Options that fit: tiles of 512 px, zsir's choice without"):
+        memory.plan(prior, SAMPLERS.get("cm4ir"), op, (1, 3, 3000, 2000), 1, tile=0, max_memory=4.0)

@@ -223,8 +223,12 @@ def plan(
     fit_batch = int((budget - _weights_bytes(prior)) // per_image)
     if fit_batch >= 1 and B * num_samples > 1:
         options.append(f"a smaller batch: at most {fit_batch} image(s) x samples per call (--batch-size)")
-    if prior.fully_convolutional and tile is not None and smallest.tile != MIN_CONV_TILE:
-        options.append("leave the tile to zsir (no --tile) so it can shrink it")
+    if tile is not None:
+        try:
+            fits = plan(prior, sampler_cls, operator, x_shape, num_samples, max_memory=budget / GB)
+            options.append(f"tiles of {fits.tile} px, zsir's choice without --tile ({fits.estimate / GB:.2f} GB)")
+        except MemoryBudgetError:
+            pass
     options.append(f"--max-memory {math.ceil(smallest.estimate / GB * 10) / 10:g} (GB) if the machine has it")
     raise MemoryBudgetError(
         f"a {H}x{W} restoration of {B} image(s) x {num_samples} sample(s) with {prior.name} and "
