@@ -50,6 +50,7 @@ class CircularBlur(LinearOperator):
         self.zero_threshold = float(zero_threshold)
         self.register_buffer("kernel", k)
         self._cache: dict[tuple, Tensor] = {}
+        self._last_y: tuple = (None, 0, None)
 
     def _check_shape(self, shape, name: str) -> tuple[int, int, int, int]:
         b, c, h, w = image_hw(shape, name)
@@ -67,18 +68,33 @@ class CircularBlur(LinearOperator):
     def x_shape(self, y_shape):
         return self._check_shape(y_shape, "y")
 
+    def _padded_kernel(self, H: int, W: int) -> Tensor:
+        kh, kw = self.kernel.shape
+        padded = torch.zeros(H, W, dtype=torch.float64)
+        padded[:kh, :kw] = self.kernel.to(device="cpu", dtype=torch.float64)
+        return torch.roll(padded, (-(kh // 2), -(kw // 2)), (0, 1))
+
     def spectrum(self, H: int, W: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
         """``K = FFT2(k)`` on an ``H x W`` grid, complex ``(H, W)`` (complex128 for float64, else complex64).
 
         Coefficients with ``|K| <= zero_threshold * max|K|`` are set to exactly 0 (the operator used everywhere).
+        Computed on each call; the operator itself keeps only the rfft2 half (:meth:`half_spectrum`).
+        """
+        self._check_shape((1, 1, H, W), "x")
+        k = torch.fft.fft2(self._padded_kernel(H, W))
+        k = torch.where(k.abs() > self.zero_threshold * k.abs().max(), k, 0)
+        return k.to(device=device, dtype=torch.complex128 if dtype == torch.float64 else torch.complex64)
+
+    def half_spectrum(self, H: int, W: int, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The ``rfft2`` half of :meth:`spectrum`, ``(H, W // 2 + 1)``, cached per size, device and dtype.
+
+        The half holds the largest ``|K|`` of the full spectrum (Hermitian symmetry), so the threshold is the same.
+        Only the half is kept (``H (W / 2 + 1)`` complex values per size and dtype, not ``H W``).
         """
         self._check_shape((1, 1, H, W), "x")
         key = (H, W)
         if key not in self._cache:
-            kh, kw = self.kernel.shape
-            padded = torch.zeros(H, W, dtype=torch.float64)
-            padded[:kh, :kw] = self.kernel.to(device="cpu", dtype=torch.float64)
-            k = torch.fft.fft2(torch.roll(padded, (-(kh // 2), -(kw // 2)), (0, 1)))
+            k = torch.fft.rfft2(self._padded_kernel(H, W))
             self._cache[key] = torch.where(k.abs() > self.zero_threshold * k.abs().max(), k, 0)
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         dkey = (H, W, torch.device(device) if device is not None else torch.device("cpu"), cdtype)
@@ -87,8 +103,7 @@ class CircularBlur(LinearOperator):
         return self._cache[dkey]
 
     def _half(self, t: Tensor) -> Tensor:
-        """The rfft2 half of the spectrum for images like ``t``: ``(H, W // 2 + 1)``."""
-        return self.spectrum(t.shape[-2], t.shape[-1], t.device, t.dtype)[:, : t.shape[-1] // 2 + 1]
+        return self.half_spectrum(t.shape[-2], t.shape[-1], t.device, t.dtype)
 
     def _filter(self, t: Tensor, response: Tensor) -> Tensor:
         return torch.fft.irfft2(torch.fft.rfft2(t) * response, s=t.shape[-2:])
@@ -110,16 +125,36 @@ class CircularBlur(LinearOperator):
         factor = torch.where(keep, k.conj() / torch.where(keep, mag2 + eta, torch.ones_like(mag2)), 0)
         return self._filter(y, factor)
 
+    def _adjoint_spectrum(self, y: Tensor) -> Tensor:
+        """``conj(K) FFT(y)`` (rfft2 half), kept for the last ``y`` seen: samplers pass the same ``y`` every step.
+
+        The cache holds ``y`` itself (so its identity cannot be reused) and its version counter, so another or a
+        modified tensor recomputes.
+        """
+        last, version, value = self._last_y
+        if last is not y or version != y._version:
+            value = torch.fft.rfft2(y).mul_(self._half(y).conj())
+            self._last_y = (y, y._version, value)
+        return value
+
     def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor) -> Tensor:
         self.check_y(y)
-        k = self._half(y)
         g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
-        num = g * torch.fft.rfft2(y) * k.conj() + torch.fft.rfft2(z)
-        return torch.fft.irfft2(num / (g * (k.real**2 + k.imag**2) + 1.0), s=z.shape[-2:])
+        num = torch.fft.rfft2(z).add_(g * self._adjoint_spectrum(y))
+        gain = (g * self._power(y)).add_(1.0).reciprocal_()  # real, one sample row: cheaper than a complex division
+        return torch.fft.irfft2(num.mul_(gain), s=z.shape[-2:])
+
+    def _power(self, t: Tensor) -> Tensor:
+        """``|K|^2`` on the rfft2 half for images like ``t`` (real), cached."""
+        key = ("power", *t.shape[-2:], t.device, t.dtype)
+        if key not in self._cache:
+            k = self._half(t)
+            self._cache[key] = k.real**2 + k.imag**2
+        return self._cache[key]
 
     def norm(self, x_shape, **kwargs) -> float:
         _, _, h, w = self.y_shape(x_shape)
-        return float(self.spectrum(h, w, dtype=torch.float64).abs().max())
+        return float(self.half_spectrum(h, w, dtype=torch.float64).abs().max())
 
     def extra_repr(self) -> str:
         return f"kernel={tuple(self.kernel.shape)}"

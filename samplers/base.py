@@ -83,6 +83,9 @@ class Sampler:
         presets: named settings reproducing published results (validated against :attr:`schema` when the class is
             defined; ``steps`` may be part of a preset).
         needs_grad: True only for samplers that differentiate through the prior (DPS).
+        state_images: image-sized float32 tensors the sampler holds at its peak, outside the prior call (for the
+            memory estimate of :mod:`zsir.memory`; checked against a measurement per sampler in the tests).
+        work_bytes: bytes of scratch space the sampler needs whatever the image size (e.g. a bounded strip).
     """
 
     name: ClassVar[str] = ""
@@ -91,6 +94,8 @@ class Sampler:
     hyperparameters: ClassVar[dict[str, Any]] = {}
     presets: ClassVar[dict[str, Preset]] = {}
     needs_grad: ClassVar[bool] = False
+    state_images: ClassVar[int] = 12
+    work_bytes: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -118,6 +123,7 @@ class Sampler:
         self.params: dict[str, Any] = {**self.hyperparameters, **checked}
         self.nfe = 0
         self._bar: tqdm | None = None
+        self._generator: torch.Generator | None = None
 
     # ----- hyperparameters, pd knob and presets ----------------------------------------------------------------
     @classmethod
@@ -160,14 +166,14 @@ class Sampler:
         """Restore ``y`` (model units) and return the restoration in [-1, 1] (model units)."""
         self.nfe = 0
         with tqdm(total=self.total_nfe(), disable=not self.progress, desc=self.name, unit="nfe", leave=False) as bar:
-            self._bar = bar
+            self._bar, self._generator = bar, generator
             try:
                 if self.needs_grad:
                     return self.run(y, operator, sigma_y, generator)
                 with torch.no_grad():
                     return self.run(y, operator, sigma_y, generator)
             finally:
-                self._bar = None
+                self._bar = self._generator = None
 
     def total_nfe(self) -> int | None:
         """Expected number of prior calls for the configured steps (``None`` if unknown)."""
@@ -180,9 +186,9 @@ class Sampler:
         """Call the prior's denoiser once, counting one NFE (one network call for the whole batch).
 
         ``prior`` selects another prior than ``self.prior`` (e.g. RDMD's deterministic branch); it is counted
-        the same way.
+        the same way. The sampler's generator shifts the prior's tile grid (:meth:`Prior.denoise`).
         """
-        out = (self.prior if prior is None else prior).denoise(x, sigma, **kwargs)
+        out = (self.prior if prior is None else prior).denoise(x, sigma, generator=self._generator, **kwargs)
         self.nfe += 1
         if self._bar is not None:
             self._bar.set_postfix(nfe=self.nfe, refresh=False)  # shown by the refresh of update()

@@ -112,6 +112,8 @@ class CM4IR(Sampler):
     ``eta_reg = 0``.
     """
 
+    work_bytes = 2 * 4 * _MEDIAN_BUDGET  # the unfolded strip of median_fill and its median
+
     name = "cm4ir"
     default_steps = 4
     schema = Schema(

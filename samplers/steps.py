@@ -61,10 +61,11 @@ def renoise(
     ``n`` (e.g. white image noise expressed in a complex Fourier basis).
     """
     zeta_t = torch.as_tensor(zeta, dtype=x0.real.dtype, device=x0.device)
-    mix = torch.sqrt(1.0 - zeta_t) * eps
+    s = torch.as_tensor(sigma_next, dtype=x0.real.dtype, device=x0.device)
+    out = torch.addcmul(x0, s * torch.sqrt(1.0 - zeta_t), eps)  # two fused passes over the image, not six
     if bool((zeta_t > 0).any()):
-        mix = mix + torch.sqrt(zeta_t) * _fresh(x0, generator, draw)
-    return x0 + sigma_next * mix
+        out.addcmul_(s * torch.sqrt(zeta_t), _fresh(x0, generator, draw))
+    return out
 
 
 def inject_noise(

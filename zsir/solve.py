@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zsir import units
+from zsir import memory, units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
 
@@ -29,6 +29,8 @@ class SolveResult:
         seconds: wall time of the sampler.
         sampler: registry name of the sampler.
         params: every hyperparameter used, after preset, pd mapping and explicit overrides.
+        tiling: the tiling and memory plan used (:meth:`zsir.memory.TilingPlan.as_dict`: tile, overlap,
+            tiles_per_call (at most, over the grid shifts), estimate and budget in bytes and GB, budget_source).
     """
 
     x: Tensor
@@ -38,6 +40,7 @@ class SolveResult:
     sampler: str
     steps: int
     params: dict[str, Any] = field(default_factory=dict)
+    tiling: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_params(sampler_cls, preset, pd: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +160,9 @@ def solve(
     generator: torch.Generator | int | None = None,
     progress: bool = True,
     return_result: bool = False,
+    tile: int | None = None,
+    tile_overlap: int | None = None,
+    max_memory: float | None = None,
     **hyperparameters,
 ) -> Tensor | SolveResult:
     r"""Restore images from linear measurements ``y = A x + n`` with a zero-shot sampler.
@@ -180,6 +186,13 @@ def solve(
         generator: a ``torch.Generator`` or an integer seed; the same seed gives the same output.
         progress: show a progress bar with the NFE count.
         return_result: return a :class:`SolveResult` instead of the tensor.
+        tile: side in pixels of the tiles the prior denoises (a multiple of ``prior.multiple``); ``None`` = the
+            prior's default (its training size for fixed-size networks, 512 for fully convolutional ones,
+            shrunk to fit ``max_memory``), ``0`` = no tiling.
+        tile_overlap: minimum overlap of neighbouring tiles in pixels (``None``: ``tile // 8``).
+        max_memory: peak memory budget in **GB** (1e9 bytes); ``None`` = the memory available on the device.
+            The peak is estimated before any work (:mod:`zsir.memory`); a request that cannot fit raises
+            :class:`zsir.memory.MemoryBudgetError` naming the estimate and the options that fit.
         **hyperparameters: the sampler's own parameters (paper symbols, e.g. ``tau``, ``lambda_``, ``zeta``),
             checked against the sampler's ``schema`` before any work: an unknown name, a wrong type or a value out
             of range raises ValueError naming the sampler, the parameter and the valid range.
@@ -239,6 +252,10 @@ def solve(
         generator.seed()
 
     algo = sampler_cls(prior, steps=steps, progress=progress, **params)
+    mem = memory.plan(
+        prior, sampler_cls, operator, x_shape, num_samples, tile=tile, overlap=tile_overlap, max_memory=max_memory,
+        device=y.device,
+    )  # fmt: skip
 
     y_model = units.measurement_to_model(y, ones)
     sigma_model = units.sigma_to_model(sigma)
@@ -247,7 +264,8 @@ def solve(
     s_rep = sigma_model.repeat(K, 1, 1, 1)
 
     t0 = time.perf_counter()
-    out = algo(y_rep, operator, s_rep, generator)
+    with prior.use_tiling(mem.tile, mem.overlap):
+        out = algo(y_rep, operator, s_rep, generator)
     seconds = time.perf_counter() - t0
     samples = units.model_to_image(out).clamp(0.0, 1.0).reshape(K, B, *out.shape[1:])
     if not return_result:
@@ -260,4 +278,5 @@ def solve(
         sampler=sampler_cls.name,
         steps=algo.steps,
         params=dict(algo.params),
+        tiling=mem.as_dict(),
     )

@@ -74,6 +74,19 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = -1
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{flag}: expected a non-negative integer, got {text!r}")
+        return v
+
+    return parse
+
+
 def param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -125,7 +138,8 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=sorted(DTYPES),
         default="float32",
-        help="precision of the prior network (images and the sampler stay float32)",
+        help="precision of the prior network's arithmetic, by torch.autocast (weights, images and the sampler "
+        "stay float32)",
     )
     p.add_argument(
         "--param",
@@ -134,6 +148,30 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a sampler hyperparameter (paper symbol), e.g. --param lambda_=10; repeatable (default: none)",
+    )
+    p.add_argument(
+        "--tile",
+        type=non_negative_int("--tile"),
+        default=None,
+        metavar="SIZE",
+        help="side in pixels of the tiles the prior denoises (a multiple of the prior's size multiple); 0 = no "
+        "tiling (default: the training size of fixed-size priors, 512 for convolutional ones, smaller if "
+        "--max-memory needs it)",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=non_negative_int("--tile-overlap"),
+        default=None,
+        metavar="PX",
+        help="minimum overlap of neighbouring tiles in pixels (default: SIZE // 8)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float_in(0.01, 1e6, "--max-memory"),
+        default=None,
+        metavar="GB",
+        help="peak memory budget in GB; the peak is estimated before any work and the tile chosen to fit "
+        "(default: the memory available on the device)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: bars shown)")
@@ -213,9 +251,11 @@ def load_prior(name: str, device: torch.device, dtype: str, config: str | None =
 
     kwargs = {} if config is None else {"config": config}
     try:
-        return load_prior(name, device=device, dtype=None if dtype == "float32" else DTYPES[dtype], **kwargs)
+        prior = load_prior(name, device=device, **kwargs)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise UsageError(f"--prior: {err}") from None
+    prior.autocast_dtype = None if dtype == "float32" else DTYPES[dtype]  # weights stay float32 (autocast)
+    return prior
 
 
 def jsonable(v: Any) -> Any:
@@ -273,6 +313,9 @@ def solve(
         generator=args.seed if seed is None else seed,
         progress=not args.no_progress,
         return_result=True,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        max_memory=args.max_memory,
         **setup.params,
     )
 

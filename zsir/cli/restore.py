@@ -169,6 +169,7 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
         "dtype": args.dtype,
         "bit_depth": args.bit_depth,
         "params": jsonable(res.params),
+        "tiling": jsonable(res.tiling),
         "nfe": res.nfe,
         "seconds": res.seconds / batch,
         "batch_seconds": res.seconds,
@@ -233,6 +234,10 @@ def run(args) -> int:
     device = procs.device
     prior = load_prior(args.prior, device, args.dtype, args.prior_config)
     setup = Setup(sampler_cls.name, prior, args.prior, device, params)
+    try:
+        setup.prior.check_tiling(args.tile, args.tile_overlap)
+    except ValueError as err:
+        raise UsageError(f"--{str(err).replace('_', '-')}") from None
     args.output.mkdir(parents=True, exist_ok=True)
 
     failures: list[tuple[Path, str]] = []

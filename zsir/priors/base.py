@@ -16,12 +16,36 @@ see docs/priors/diffusion.md).
 Subclasses implement :meth:`Prior._denoise` on ``(B, C, H, W)`` inputs with ``sigma`` already shaped
 ``(B, 1, 1, 1)``. This base class handles sigma normalisation, padding to the network's size multiple, tiling of
 large inputs, and a one-time warning when the size differs from the training size.
+
+Tiling
+------
+Inputs larger than the tile (in either dimension) are denoised in overlapping square tiles of side ``T`` whose
+outputs are blended with a separable raised-cosine window: along each axis a tile's weight rises as
+``w(t) = sin^2(pi/2 * (t + 1) / (r + 1))`` over its first ``r`` pixels (``r`` = the overlap), is 1 inside and
+falls symmetrically at the far side; sides on the image border are not tapered. The output is
+``sum_i w_i D(x_i) / sum_i w_i``, so a pointwise denoiser gives exactly the untiled result. With a generator
+(samplers pass theirs), the interior tile grid is shifted per call by a random offset in ``[0, T - r)`` on each
+axis, so tile borders fall elsewhere at every step and no seam accumulates (the shifted-window trick of tiled
+diffusion, e.g. Bar-Tal et al., MultiDiffusion, ICML 2023, sec. 3.2 uses fixed overlaps; random shifts are from
+Jimenez, "Mixture of Diffusers", 2023, and DemoFusion's shifted crops). Every tile is full size and inside the
+image.
+
+Which priors tile by default:
+
+* fixed-size priors (``fully_convolutional = False``: ADM, DDPM / diffusers UNets, consistency models, whose
+  attention layers saw one resolution) tile at their training size ``max(train_size)``;
+* fully convolutional priors (denoisers, the built-in prior) tile at :data:`CONV_TILE` pixels, only to bound
+  memory: their tiles are large, so the blend touches a small fraction of the image.
+
+``tile_size = 0`` turns tiling off (the whole image in one call, as before).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,7 +54,14 @@ from torch import Tensor, nn
 
 from zsir import units
 
-__all__ = ["Prior"]
+__all__ = ["Prior", "CONV_TILE"]
+
+CONV_TILE = 512
+"""Default tile side (pixels) of fully convolutional priors: bounds the network's activations per call."""
+
+PROBE_FALLBACK = 8192.0
+"""Bytes per pixel assumed when a prior cannot be probed alone (4x for a differentiated call): a conservative
+guess, four times what the built-in prior measures."""
 
 
 class Prior(nn.Module):
@@ -43,9 +74,14 @@ class Prior(nn.Module):
         alphas_cumprod: alpha-bar table (1-D tensor) for discrete-time diffusion priors, else ``None``.
         multiple: input H and W are reflect-padded to a multiple of this and cropped back.
         train_size: (H, W) the network was trained on, or ``None`` (no warning).
-        tile_size: inputs larger than this (in either dimension) are processed in overlapping tiles;
-            ``None`` disables tiling.
-        tile_overlap: overlap between tiles, in pixels.
+        fully_convolutional: the network works at any size (tiling only bounds memory); ``False`` for
+            networks trained at one size (they tile at ``train_size``).
+        tile_size: tile side in pixels; ``None`` = the default (``max(train_size)`` for fixed-size priors,
+            :data:`CONV_TILE` for fully convolutional ones), ``0`` = never tile.
+        tile_overlap: minimum overlap of neighbouring tiles in pixels; ``None`` = ``tile // 8`` (at least 8).
+        autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` runs the network under :func:`torch.autocast`
+            (weights stay float32, convolutions and matrix products in the lower precision; the output is cast
+            back to the input's dtype); ``None`` = the network's own dtype.
     """
 
     kind: str = "mmse"
@@ -54,8 +90,10 @@ class Prior(nn.Module):
     channels: int = 3
     multiple: int = 1
     train_size: tuple[int, int] | None = None
+    fully_convolutional: bool = True
     tile_size: int | None = None
-    tile_overlap: int = 32
+    tile_overlap: int | None = None
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -69,6 +107,7 @@ class Prior(nn.Module):
         super().__init__()
         self.alphas_cumprod: Tensor | None = None
         self._size_warned = False
+        self._bytes_per_pixel: dict[bool, float] = {}
         if channels is not None:
             self.channels = int(channels)
         if multiple is not None:
@@ -97,13 +136,17 @@ class Prior(nn.Module):
             return t.dtype
         return torch.float32
 
-    def denoise(self, x: Tensor, sigma: float | Tensor, **kwargs) -> Tensor:
+    def denoise(
+        self, x: Tensor, sigma: float | Tensor, *, generator: torch.Generator | None = None, **kwargs
+    ) -> Tensor:
         """Estimate ``x0`` from ``x = x0 + sigma * eps`` (VE, [-1, 1] images, sigma in [-1, 1] units).
 
         Args:
             x: ``(B, C, H, W)`` noisy images in [-1, 1] scale (values may exceed the range).
             sigma: float or per-sample tensor (B elements), model units. It is clamped to
                 ``[sigma_min, sigma_max]``.
+            generator: draws the random shift of the tile grid when the input is tiled (``None``: no shift);
+                untouched when the input fits one tile.
             **kwargs: prior-specific options (e.g. ``class_labels`` for class-conditional models).
 
         Returns:
@@ -113,11 +156,50 @@ class Prior(nn.Module):
             raise ValueError(f"x: expected shape (B, {self.channels}, H, W) for this prior, got {tuple(x.shape)}")
         s = units.as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype, name="sigma")
         s = s.clamp(self.sigma_min, self.sigma_max)
-        self._warn_size(x)
+        tile, overlap = self.tiling()
         H, W = x.shape[-2:]
-        if self.tile_size is not None and max(H, W) > self.tile_size:
-            return self._tiled(x, s, **kwargs)
+        if tile and max(H, W) > tile:
+            return self._tiled(x, s, tile, overlap, generator, **kwargs)
+        self._warn_size(x)
         return self._padded(x, s, **kwargs)
+
+    def tiling(self) -> tuple[int, int]:
+        """``(tile, overlap)`` in pixels that :meth:`denoise` uses; ``tile == 0`` means no tiling."""
+        tile = self.tile_size
+        if tile is None:
+            tile = CONV_TILE if self.fully_convolutional or self.train_size is None else max(self.train_size)
+        tile = int(tile)
+        overlap = self.tile_overlap if self.tile_overlap is not None else max(8, tile // 8)
+        return tile, int(overlap)
+
+    def check_tiling(self, tile: int | None, overlap: int | None) -> None:
+        """Raise ValueError (naming ``tile`` / ``tile_overlap``) unless the values can be used with this prior."""
+        if tile is not None:
+            if not isinstance(tile, int) or tile < 0:
+                raise ValueError(f"tile: expected a non-negative integer (0 = no tiling), got {tile!r}")
+            if tile and (tile < 2 * self.multiple or tile % self.multiple):
+                raise ValueError(
+                    f"tile: {tile} is not a multiple of {self.multiple} of at least {2 * self.multiple} pixels, "
+                    f"which {self.name} needs (its network downsamples by {self.multiple})"
+                )
+        if overlap is not None:
+            t = tile if tile else (self.tiling()[0] if tile is None else 0)
+            if not isinstance(overlap, int) or overlap < 0 or (t and overlap >= t):
+                raise ValueError(f"tile_overlap: expected an integer in [0, {max(t - 1, 0)}] pixels, got {overlap!r}")
+
+    @contextmanager
+    def use_tiling(self, tile: int | None = None, overlap: int | None = None) -> Iterator[Prior]:
+        """Context in which :meth:`denoise` uses ``tile`` / ``overlap`` (``None`` keeps the prior's setting)."""
+        self.check_tiling(tile, overlap)
+        saved = self.tile_size, self.tile_overlap
+        if tile is not None:
+            self.tile_size = tile
+        if overlap is not None:
+            self.tile_overlap = overlap
+        try:
+            yield self
+        finally:
+            self.tile_size, self.tile_overlap = saved
 
     def timestep(self, sigma: float | Tensor) -> Tensor:
         """Nearest discrete timestep for a VE sigma (model units): ``argmin_t |sigma_t - sigma|``."""
@@ -133,6 +215,35 @@ class Prior(nn.Module):
             raise AttributeError(f"{type(self).__name__} is not a discrete-time diffusion prior")
         return units.sigma_from_abar(self.alphas_cumprod)
 
+    # ----- memory ---------------------------------------------------------------------------------------------
+    def bytes_per_pixel(self, grad: bool = False) -> float:
+        """Peak bytes one denoiser call allocates per input pixel and batch element (measured once, cached).
+
+        Measured with :func:`zsir.memory.peak_bytes` on one noisy probe of side ``min(tile, 128)`` (a multiple of
+        :attr:`multiple`), with autograd recording when ``grad`` (as DPS runs). Activations grow linearly with
+        the pixels for convolutions; attention at a fixed training size is covered by probing at that size when
+        it is at most 128. A prior that cannot run the probe (e.g. one holding per-sample class labels for another
+        batch size) is assumed to need :data:`PROBE_FALLBACK` bytes per pixel.
+        """
+        if grad not in self._bytes_per_pixel:
+            from zsir.memory import peak_bytes
+
+            tile = self.tiling()[0] or 128
+            side = max(self.multiple, min(tile, 128) // self.multiple * self.multiple)
+            x = torch.zeros(1, self.channels, side, side, device=self.device, dtype=torch.float32)
+            try:
+                with torch.set_grad_enabled(grad), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    x.requires_grad_(grad)
+                    with peak_bytes() as m:
+                        out = self._padded(x, torch.full((1, 1, 1, 1), 0.5, device=x.device))
+                        if grad:
+                            out.sum().backward()
+                self._bytes_per_pixel[grad] = m.peak / (side * side)
+            except (ValueError, RuntimeError):  # e.g. per-sample class labels set for another batch size
+                self._bytes_per_pixel[grad] = PROBE_FALLBACK * (4 if grad else 1)
+        return self._bytes_per_pixel[grad]
+
     # ----- size handling --------------------------------------------------------------------------------------
     def _warn_size(self, x: Tensor) -> None:
         if self.train_size is not None and not self._size_warned and tuple(x.shape[-2:]) != tuple(self.train_size):
@@ -147,40 +258,61 @@ class Prior(nn.Module):
         H, W = x.shape[-2:]
         m = self.multiple
         ph, pw = (-H) % m, (-W) % m
-        if ph == 0 and pw == 0:
-            return self._denoise(x, s, **kwargs)
-        mode = "reflect" if ph < H and pw < W else "replicate"
-        xp = F.pad(x, (0, pw, 0, ph), mode=mode)
-        return self._denoise(xp, s, **kwargs)[..., :H, :W]
+        if ph or pw:
+            mode = "reflect" if ph < H and pw < W else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            out = self._denoise(x, s, **kwargs)
+        return out[..., :H, :W].to(x.dtype)
 
-    def _tiled(self, x: Tensor, s: Tensor, **kwargs) -> Tensor:
-        """Overlapping tiles blended with a separable triangular window."""
-        tile, ov = int(self.tile_size), int(self.tile_overlap)
+    def _tiled(self, x: Tensor, s: Tensor, tile: int, overlap: int, generator, **kwargs) -> Tensor:
+        """Raised-cosine blend of overlapping full-size tiles on a grid shifted by a random offset."""
         H, W = x.shape[-2:]
-        stride = max(tile - ov, 1)
-        ys = _starts(H, tile, stride)
-        xs = _starts(W, tile, stride)
+        stride = max(tile - overlap, 1)
+        if generator is not None:
+            oy, ox = torch.randint(0, stride, (2,), generator=generator, device=generator.device).tolist()
+        else:
+            oy = ox = 0
         out = torch.zeros_like(x)
         weight = torch.zeros((1, 1, H, W), dtype=x.dtype, device=x.device)
-        for y0 in ys:
-            for x0 in xs:
-                patch = x[..., y0 : y0 + tile, x0 : x0 + tile]
-                h, w = patch.shape[-2:]
-                win = _window(h, x.device, x.dtype)[:, None] * _window(w, x.device, x.dtype)[None, :]
+        for y0 in tile_starts(H, tile, stride, oy):
+            wy = blend_window(y0, H, tile, overlap, x)
+            for x0 in tile_starts(W, tile, stride, ox):
+                win = wy[:, None] * blend_window(x0, W, tile, overlap, x)[None, :]
+                h, w = win.shape
+                patch = x[..., y0 : y0 + h, x0 : x0 + w]
+                self._warn_size(patch)
                 out[..., y0 : y0 + h, x0 : x0 + w] += self._padded(patch, s, **kwargs) * win
                 weight[..., y0 : y0 + h, x0 : x0 + w] += win
         return out / weight
 
 
-def _starts(n: int, tile: int, stride: int) -> list[int]:
+def tile_starts(n: int, tile: int, stride: int, offset: int = 0) -> list[int]:
+    """Start indices of tiles of side ``tile`` covering ``[0, n)``: ``0``, then ``offset + k * stride`` (k = 0, 1, ...)
+    clipped to ``n - tile``; neighbours overlap by at least ``tile - stride`` pixels."""
     if n <= tile:
         return [0]
-    starts = list(range(0, n - tile + 1, stride))
-    if starts[-1] != n - tile:
-        starts.append(n - tile)
+    starts, k = [0], 0
+    while starts[-1] < n - tile:
+        start = min(offset + k * stride, n - tile)
+        if start > starts[-1]:
+            starts.append(start)
+        k += 1
     return starts
 
 
-def _window(n: int, device, dtype) -> Tensor:
-    t = torch.arange(n, device=device, dtype=dtype)
-    return torch.minimum(t + 1, n - t).clamp_max(math.ceil(n / 4)) / math.ceil(n / 4)
+def blend_window(start: int, n: int, tile: int, overlap: int, like: Tensor) -> Tensor:
+    """1-D weights of the tile ``[start, start + tile)`` of an axis of length ``n``: raised-cosine ramps of
+    ``overlap`` pixels on the sides that are not on the image border, 1 elsewhere."""
+    size = min(tile, n)
+    w = torch.ones(size, dtype=like.dtype, device=like.device)
+    r = min(overlap, size // 2)
+    if r == 0:
+        return w
+    t = torch.arange(r, dtype=like.dtype, device=like.device)
+    ramp = torch.sin(0.5 * math.pi * (t + 1) / (r + 1)) ** 2
+    if start > 0:
+        w[:r] = ramp
+    if start + size < n:
+        w[size - r :] = ramp.flip(0)
+    return w

@@ -55,6 +55,8 @@ class ConsistencyPrior(Prior):
         channels, multiple, train_size, name: as in :class:`Prior`.
     """
 
+    fully_convolutional = False  # trained at one size: tiles at max(train_size) by default
+
     kind = "consistency"
 
     def __init__(

@@ -79,6 +79,8 @@ class DiscreteVPPrior(Prior):
     through :meth:`~zsir.priors.base.Prior.denoise`), nothing here disables autograd.
     """
 
+    fully_convolutional = False  # trained at one size: tiles at max(train_size) by default
+
     def __init__(
         self,
         net: nn.Module,

@@ -46,7 +46,10 @@ def _ifft(x: Tensor) -> Tensor:
 
 class _Float64Prior(Prior):
     """A prior whose buffers stay float64: ``.to(device)`` moves them, dtype casts (``.to(float32)``,
-    ``.half()``) are ignored, so the exact computations keep full precision whatever dtype the caller uses."""
+    ``.half()``) are ignored, so the exact computations keep full precision whatever dtype the caller uses.
+    They are never tiled: their densities couple the whole image."""
+
+    tile_size = 0
 
     def _apply(self, fn, recurse: bool = True):
         def keep64(t: Tensor) -> Tensor:
