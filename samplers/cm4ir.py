@@ -57,7 +57,7 @@ from zsir.priors.base import Prior
 from zsir.samplers.base import Preset, Sampler, randn, register_sampler
 from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import cm4ir_taus, truncate_to_prior
-from zsir.samplers.steps import back_project, inject_noise, median_fill, unobserved_mask
+from zsir.samplers.steps import MEDIAN_BUDGET, back_project, inject_noise, median_fill, unobserved_mask
 
 __all__ = ["CM4IR", "median_fill", "unobserved_mask"]
 
@@ -112,7 +112,7 @@ class CM4IR(Sampler):
     ``eta_reg = 0``.
     """
 
-    work_bytes = 2 * 4 * _MEDIAN_BUDGET  # the unfolded strip of median_fill and its median
+    work_bytes = 2 * 4 * MEDIAN_BUDGET  # the unfolded strip of median_fill and its median
 
     name = "cm4ir"
     default_steps = 4

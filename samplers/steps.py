@@ -219,7 +219,7 @@ def informative_start(
     return (interpolate_fill if fill == "interp" else median_fill)(x, holes)
 
 
-_MEDIAN_BUDGET = 1 << 24  # elements of one unfolded strip of median_fill
+MEDIAN_BUDGET = 1 << 24  # elements of one unfolded strip of median_fill
 
 
 def unobserved_mask(operator: LinearOperator, x_shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
@@ -247,7 +247,7 @@ def median_fill(x: Tensor, holes: Tensor, start_radius: int = 2) -> Tensor:
     while bool(torch.isnan(cur).any()):
         k = 2 * r + 1
         padded = F.pad(cur, (r, r, r, r), value=float("nan"))
-        rows = max(1, _MEDIAN_BUDGET // (k * k * W * B * C))
+        rows = max(1, MEDIAN_BUDGET // (k * k * W * B * C))
         new = cur.clone()
         for i0 in range(0, H, rows):
             i1 = min(i0 + rows, H)

@@ -74,17 +74,15 @@ def positive_int(text: str) -> int:
     return v
 
 
-def non_negative_int(flag: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = -1
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{flag}: expected a non-negative integer, got {text!r}")
-        return v
-
-    return parse
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (argparse prefixes the flag to the message)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
 
 
 def param(text: str) -> tuple[str, Any]:
@@ -151,7 +149,7 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tile",
-        type=non_negative_int("--tile"),
+        type=non_negative_int,
         default=None,
         metavar="SIZE",
         help="side in pixels of the tiles the prior denoises (a multiple of the prior's size multiple); 0 = no "
@@ -160,14 +158,14 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tile-overlap",
-        type=non_negative_int("--tile-overlap"),
+        type=non_negative_int,
         default=None,
         metavar="PX",
         help="minimum overlap of neighbouring tiles in pixels (default: SIZE // 8)",
     )
     p.add_argument(
         "--max-memory",
-        type=float_in(0.01, 1e6, "--max-memory"),
+        type=float_in(0.01, 1e6),
         default=None,
         metavar="GB",
         help="peak memory budget in GB; the peak is estimated before any work and the tile chosen to fit "

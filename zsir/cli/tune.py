@@ -39,9 +39,7 @@ def add_parser(sub) -> None:
     t.add_argument("--dataset", required=True, type=Path, help="folder of clean validation images")
     t.add_argument("--task", required=True, help="task string, e.g. sr4, deblur-gauss, inpaint-random")
     t.add_argument("--sampler", required=True, help="rdmd, cm4ir, ddrm, ddnm, ddnm+, diffpir, dps, pnp")
-    t.add_argument(
-        "--sigma-y", type=float_in(0, 1, "--sigma-y"), default=0.05, help="noise std, [0, 1] units (default: 0.05)"
-    )
+    t.add_argument("--sigma-y", type=float_in(0, 1), default=0.05, help="noise std, [0, 1] units (default: 0.05)")
     t.add_argument("--prior", default="builtin", help="prior name or path, as zsir restore (default: builtin)")
     t.add_argument("--trials", type=positive_int, default=40, help="trials of the study in total (default: 40)")
     t.add_argument("--objective", choices=["psnr", "ssim", "haarpsi", "lpips"], default="psnr", help="(default: psnr)")
