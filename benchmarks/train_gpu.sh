@@ -8,13 +8,13 @@
 # channels_last, 12 DataLoader workers into pinned memory); --minutes 10 is a wall-clock guard that checkpoints
 # and exports even if the GPU is slower (then `--resume` finishes the schedule). CPU smoke test of the same path:
 #   benchmarks/train_gpu.sh /tmp/gpu-smoke ../shared/data --device cpu --batch 4 --patch 64 --steps 40 --workers 2
-# To ship the result: compare it with the shipped weights on the validation set (benchmarks/prior_arch.py
+# PYTHON=path/to/python picks the interpreter. To ship the result: compare it with the shipped weights on the validation set (benchmarks/prior_arch.py
 # --eval OUT/builtin) and copy OUT/builtin.* to zsir/weights/ if it wins.
 set -euo pipefail
 OUT=${1:?usage: benchmarks/train_gpu.sh OUT [DATA_ROOT] [zsir train-prior arguments]}
 DATA=${2:-$(dirname "$0")/../../shared/data}
 shift $(($# >= 2 ? 2 : 1))
-python -m zsir.models.train --run "$OUT/run" --arch unet --config small \
+"${PYTHON:-python}" -m zsir.models.train --run "$OUT/run" --arch unet --config small \
     --device cuda --amp bf16 --channels-last --workers 12 \
     --batch 64 --patch 128 --steps 40000 --warmup 500 --lr 1e-3 --lr-min 1e-5 --minutes 10 --ckpt-minutes 2 \
     --data "$DATA/cbsd432" "$DATA/cbsd68" --export "$OUT/builtin" --no-progress "$@"

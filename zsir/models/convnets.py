@@ -17,6 +17,9 @@ preconditioning (Karras et al. 2022, Eq. 7 and Table 1) around the image mean 0.
   residual blocks (Conv-ReLU-Conv + identity) per scale, 2x2 strided convolutions down, 2x2 transposed
   convolutions up, skip connections by addition, the noise-level map as an extra input channel, optionally
   bias-free (``bias=False``, the paper's choice).
+
+Initialisation: He (Kaiming) normal for every convolution (gain for ReLU where one follows), and the second
+convolution of each residual block at zero, so the networks pass a unit-scale signal at the start of training.
 """
 
 from __future__ import annotations
@@ -144,6 +147,11 @@ class UnshuffleCNN(_Denoiser):
             layers.append(nn.ReLU(inplace=True))
         layers.append(nn.Conv2d(cfg.width, c4, 3, padding=1))
         self.net = nn.Sequential(*layers)
+        convs = [m for m in self.net if isinstance(m, nn.Conv2d)]
+        for conv in convs:  # He init keeps the signal through the plain ReLU stack (PyTorch's default shrinks it)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu" if conv is not convs[-1] else "linear")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     def body(self, inp: Tensor) -> Tensor:
         c = self.config.in_channels
@@ -217,6 +225,15 @@ class ResUNet(_Denoiser):
             for i in reversed(range(len(w) - 1))
         )
         self.tail = nn.Conv2d(w[0], cfg.in_channels, 3, padding=1, bias=b)
+        for m in self.modules():  # He init; each residual block starts as the identity (its last conv at zero)
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, _ResBlock):
+                nn.init.kaiming_normal_(m.conv1.weight, nonlinearity="relu")
+                nn.init.zeros_(m.conv2.weight)
 
     def body(self, inp: Tensor) -> Tensor:
         h = self.head(inp)
