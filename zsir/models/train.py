@@ -21,10 +21,10 @@ uninterrupted run (bitwise on the CPU). ``--init builtin`` starts from shipped w
 On a GPU: ``--device cuda --amp bf16 --channels-last --workers 8`` (mixed precision, NHWC convolutions, batches
 built by worker processes into pinned memory); ``benchmarks/train_gpu.sh`` is the recipe.
 
-Example (CPU, one thread)::
+Example (CPU, one thread; the architecture of the shipped prior)::
 
-    zsir train-prior --run runs/unet --arch unet --steps 20000 --threads 1 \
-        --data ../shared/data/cbsd432 ../shared/data/cbsd68 --export runs/unet/export
+    zsir train-prior --run runs/mine --arch ndr --config lite-plain --steps 20000 --threads 1 \
+        --data ../shared/data/cbsd432 ../shared/data/cbsd68 --export runs/mine/export
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default=None,
-        help="preset of the architecture (ndr: lite, lite-plain, tiny, official; unshuffle: small, ffdnet; "
-        "unet: small, wide; default: the first)",
+        help="preset of the architecture (ndr: lite-plain, lite, tiny, official; unshuffle: small, ffdnet, tiny; "
+        "unet: small, wide, tiny; default: the first)",
     )
     p.add_argument(
         "--ablation",
