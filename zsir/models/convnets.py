@@ -40,8 +40,7 @@ class _Denoiser(nn.Module):
     """Shared calling conventions: ``model(x, sigma)``, :meth:`restore`, the training hooks of
     :mod:`zsir.models.train` (``restore_with_maps``, ``restoration_parameters``, ``degradation_net``)."""
 
-    arch: str = ""
-    degradation_net = None
+    degradation_net = None  # no NDR-Degrad branch: training_loss uses the restoration term only
 
     @property
     def multiple(self) -> int:
@@ -132,8 +131,6 @@ class UnshuffleCNN(_Denoiser):
         config: an :class:`UnshuffleConfig` (default) ; ``**overrides`` replace its fields.
     """
 
-    arch = "unshuffle"
-
     def __init__(self, config: UnshuffleConfig | None = None, **overrides) -> None:
         super().__init__()
         cfg = UnshuffleConfig(**{**(config.to_dict() if config else {}), **overrides})
@@ -204,8 +201,6 @@ class ResUNet(_Denoiser):
     Args:
         config: a :class:`ResUNetConfig` (default); ``**overrides`` replace its fields.
     """
-
-    arch = "unet"
 
     def __init__(self, config: ResUNetConfig | None = None, **overrides) -> None:
         super().__init__()
