@@ -8,10 +8,10 @@ The estimate of :func:`estimate` (bytes) for a batch of ``n = B * num_samples`` 
     M = M_\text{weights} + M_\text{operator} + M_\text{work} + (S + 2) \cdot 4 n C H W
         + \beta \cdot n \cdot \min(H, T) \min(W, T) \cdot b_\text{prior}
 
-* ``S`` image-sized float32 tensors of sampler state (:attr:`zsir.samplers.Sampler.state_images`, measured per
+* ``S`` image-sized float32 tensors of sampler state (``Sampler.state_images``, measured per
   sampler in the tests) plus 2 for the tiled blend (sum and output);
 * ``M_operator`` the operator's own tensors (:func:`operator_bytes`), ``M_work`` the sampler's fixed scratch
-  space (:attr:`~zsir.samplers.Sampler.work_bytes`);
+  space (``Sampler.work_bytes``);
 * ``b_prior`` the peak bytes per pixel of one network call (:meth:`zsir.priors.Prior.bytes_per_pixel`, measured
   once on a small probe), ``T`` the tile side (``T = inf`` without tiling), ``beta = 1.25`` a margin for the
   allocator.

@@ -1,6 +1,7 @@
-"""Networks defined by zsir itself (NDR-Restore, the built-in prior) and their training."""
+"""Networks defined by zsir itself (the built-in prior's architectures, NDR-Restore) and their training."""
 
-from zsir.models.builtin import load_builtin_prior, load_shipped
+from zsir.models.builtin import build_model, load_builtin_prior, load_shipped
+from zsir.models.convnets import ResUNet, UnshuffleCNN
 from zsir.models.ndr import NDRConfig, NDRRestore
 
-__all__ = ["NDRRestore", "NDRConfig", "load_builtin_prior", "load_shipped"]
+__all__ = ["NDRRestore", "NDRConfig", "ResUNet", "UnshuffleCNN", "build_model", "load_builtin_prior", "load_shipped"]

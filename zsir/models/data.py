@@ -17,9 +17,24 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "load_images", "PatchSampler"]
+__all__ = ["IMAGE_SUFFIXES", "VALIDATION_CBSD68", "load_images", "PatchSampler"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: The held-out validation images of the built-in prior: every 7th file of CBSD68 in sorted order (10 images).
+#: Training skips them (``load_images(..., exclude=VALIDATION_CBSD68)``, the default of ``zsir train-prior``).
+VALIDATION_CBSD68 = (
+    "101085.png",
+    "108070.png",
+    "130026.png",
+    "148089.png",
+    "167083.png",
+    "196073.png",
+    "220075.png",
+    "241048.png",
+    "295087.png",
+    "304074.png",
+)
 
 
 def _to_tensor(img: Image.Image) -> Tensor:
@@ -30,13 +45,19 @@ def _is_tar(path: Path) -> bool:
     return path.is_file() and (path.name.endswith((".tar", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path))
 
 
-def load_images(source: str | Path, split: str | None = None, max_images: int | None = None) -> list[Tensor]:
+def load_images(
+    source: str | Path,
+    split: str | None = None,
+    max_images: int | None = None,
+    exclude: Sequence[str] = (),
+) -> list[Tensor]:
     """Load RGB images as ``uint8`` ``(3, H, W)`` tensors from an image folder (recursive) or a tar file.
 
     Args:
         source: folder, single image file, or ``.tar`` / ``.tar.gz`` archive.
         split: keep only files with this folder name in their path (e.g. ``"train"``); ``None`` keeps all.
         max_images: stop after this many images (in sorted / archive order).
+        exclude: file names (without folders) to skip, e.g. :data:`VALIDATION_CBSD68`.
 
     Raises:
         ValueError: ``source`` does not exist or holds no images.
@@ -45,9 +66,11 @@ def load_images(source: str | Path, split: str | None = None, max_images: int | 
     if not path.exists():
         raise ValueError(f"source: {str(source)!r} does not exist (expected an image folder or a tar file)")
     images: list[Tensor] = []
+    skip = set(exclude)
 
     def wanted(name: str) -> bool:
-        return name.lower().endswith(IMAGE_SUFFIXES) and (split is None or split in Path(name).parts)
+        parts = Path(name).parts
+        return name.lower().endswith(IMAGE_SUFFIXES) and (split is None or split in parts) and parts[-1] not in skip
 
     if _is_tar(path):
         with tarfile.open(path, "r:*") as tar:
@@ -108,25 +131,27 @@ class PatchSampler:
             p = min(self.patch_size, min(min(im.shape[-2:]) for im in s))
             self.sizes.append((p, max(1, round(self.batch_size * (self.patch_size / p) ** 2))))
 
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (1,), generator=self.generator))
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """A batch ``(B, 3, p, p)`` float32 in [0, 1], drawn with ``generator`` (default: the sampler's own)."""
+        g = self.generator if generator is None else generator
 
-    def sample(self) -> Tensor:
-        """A batch ``(B, 3, p, p)`` float32 in [0, 1]."""
-        src = int(torch.multinomial(self.weights, 1, generator=self.generator))
+        def randint(high: int) -> int:
+            return int(torch.randint(high, (1,), generator=g))
+
+        src = int(torch.multinomial(self.weights, 1, generator=g))
         p, b = self.sizes[src]
         images = self.sources[src]
         out = torch.empty(b, 3, p, p, dtype=torch.uint8)
         for i in range(b):
-            im = images[self._randint(len(images))]
-            y0 = self._randint(im.shape[-2] - p + 1)
-            x0 = self._randint(im.shape[-1] - p + 1)
+            im = images[randint(len(images))]
+            y0 = randint(im.shape[-2] - p + 1)
+            x0 = randint(im.shape[-1] - p + 1)
             patch = im[:, y0 : y0 + p, x0 : x0 + p]
-            if self._randint(2):
+            if randint(2):
                 patch = patch.flip(-1)
-            if self._randint(2):
+            if randint(2):
                 patch = patch.flip(-2)
-            if self._randint(2):
+            if randint(2):
                 patch = patch.transpose(-1, -2)
             out[i] = patch
         return out.float() / 255.0

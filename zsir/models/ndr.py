@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zsir.models.common import pad_and_run, precondition, sigma_batch
+
 __all__ = [
     "NDRConfig",
     "NDRRestore",
@@ -543,15 +545,6 @@ class NDRRestore(nn.Module):
     def multiple(self) -> int:
         return self.config.multiple
 
-    # ----- preconditioning -------------------------------------------------------------------------------------
-    def _sigma(self, sigma: float | Tensor | None, x: Tensor) -> Tensor:
-        if sigma is None:
-            raise ValueError("sigma: this NDRRestore is a non-blind denoiser (noise_map=True); pass sigma in [0, 1]")
-        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if s.numel() not in (1, x.shape[0]):
-            raise ValueError(f"sigma: expected a float or {x.shape[0]} values, got shape {tuple(s.shape)}")
-        return s.reshape(-1, 1, 1, 1).expand(x.shape[0], 1, 1, 1)
-
     def restore_with_maps(self, x: Tensor, sigma: float | Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         """Restoration and the degradation maps ``r_l`` (one per skip level).
 
@@ -568,11 +561,7 @@ class NDRRestore(nn.Module):
         ndr = self.degradation_representations
         if not cfg.noise_map:
             return self.restoration_net(x, ndr)
-        s = self._sigma(sigma, x)
-        sd = cfg.sigma_data
-        norm = torch.sqrt(s**2 + sd**2)
-        c_skip, c_out, c_in = sd**2 / norm**2, s * sd / norm, 1.0 / norm
-        c_noise = 0.25 * torch.log(s.clamp_min(1e-4))
+        c_skip, c_out, c_in, c_noise = precondition(sigma_batch(sigma, x), cfg.sigma_data)
         inp = torch.cat([c_in * (x - 0.5), c_noise.expand(-1, 1, *x.shape[-2:])], dim=1)
         out, maps = self.restoration_net(inp, ndr)
         return 0.5 + c_skip * (x - 0.5) + c_out * out, maps
@@ -601,22 +590,13 @@ class NDRRestore(nn.Module):
             img: ``(B, 3, H, W)`` or ``(3, H, W)`` RGB in [0, 1].
             sigma: noise std in [0, 1] units, for non-blind models only.
         """
-        squeeze = img.dim() == 3
-        x = img[None] if squeeze else img
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(f"img: expected (B, {self.config.in_channels}, H, W) or (C, H, W), got {tuple(img.shape)}")
-        H, W = x.shape[-2:]
-        m = self.multiple
-        ph, pw = (-H) % m, (-W) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate")
-        if self.bgr:
-            x = x.flip(1)
-        out = self(x, sigma) if self.config.noise_map else self(x)
-        if self.bgr:
-            out = out.flip(1)
-        out = out[..., :H, :W].clamp(0, 1)
-        return out[0] if squeeze else out
+
+        def run(x: Tensor) -> Tensor:
+            x = x.flip(1) if self.bgr else x
+            out = self(x, sigma) if self.config.noise_map else self(x)
+            return out.flip(1) if self.bgr else out
+
+        return pad_and_run(run, img, self.multiple, self.config.in_channels).clamp(0, 1)
 
     @classmethod
     def from_official(

@@ -34,7 +34,7 @@ Which priors tile by default:
 
 * fixed-size priors (``fully_convolutional = False``: ADM, DDPM / diffusers UNets, consistency models, whose
   attention layers saw one resolution) tile at their training size ``max(train_size)``;
-* fully convolutional priors (denoisers, the built-in prior) tile at :data:`CONV_TILE` pixels, only to bound
+* fully convolutional priors (denoisers, the built-in prior) tile at ``CONV_TILE`` (512) pixels, only to bound
   memory: their tiles are large, so the blend touches a small fraction of the image.
 
 ``tile_size = 0`` turns tiling off (the whole image in one call, as before).
@@ -77,7 +77,7 @@ class Prior(nn.Module):
         fully_convolutional: the network works at any size (tiling only bounds memory); ``False`` for
             networks trained at one size (they tile at ``train_size``).
         tile_size: tile side in pixels; ``None`` = the default (``max(train_size)`` for fixed-size priors,
-            :data:`CONV_TILE` for fully convolutional ones), ``0`` = never tile.
+            ``CONV_TILE`` (512) for fully convolutional ones), ``0`` = never tile.
         tile_overlap: minimum overlap of neighbouring tiles in pixels; ``None`` = ``tile // 8`` (at least 8).
         autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` runs the network under :func:`torch.autocast`
             (weights stay float32, convolutions and matrix products in the lower precision; the output is cast
@@ -223,7 +223,7 @@ class Prior(nn.Module):
         :attr:`multiple`), with autograd recording when ``grad`` (as DPS runs). Activations grow linearly with
         the pixels for convolutions; attention at a fixed training size is covered by probing at that size when
         it is at most 128. A prior that cannot run the probe (e.g. one holding per-sample class labels for another
-        batch size) is assumed to need :data:`PROBE_FALLBACK` bytes per pixel.
+        batch size) is assumed to need ``PROBE_FALLBACK`` (8 kB) bytes per pixel.
         """
         if grad not in self._bytes_per_pixel:
             from zsir.memory import peak_bytes
