@@ -96,6 +96,8 @@ def _check_arguments(
     return_result: Any,
 ) -> None:
     """Type and range checks of :func:`solve`'s plain arguments, each error naming its argument."""
+    from zsir.samplers.base import Preset
+
     _check_image(y, "y")
     if not (sigma_y is None or isinstance(sigma_y, (Real, Tensor)) or _numbers(sigma_y)):
         raise TypeError(f"sigma_y: expected a float, one float per sample, a tensor or None, got {sigma_y!r}")
@@ -103,8 +105,8 @@ def _check_arguments(
         raise ValueError(f"pd: expected a number in [0, 1] (0 = faithful, 1 = perceptual) or None, got {pd!r}")
     if steps is not None and (not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 1):
         raise ValueError(f"steps: expected a positive integer or None, got {steps!r}")
-    if preset is not None and not isinstance(preset, str):
-        raise TypeError(f"preset: expected a preset name (str) or None, got {preset!r}")
+    if preset is not None and not isinstance(preset, (str, Preset)):
+        raise TypeError(f"preset: expected a preset name (str), a zsir.samplers.Preset or None, got {preset!r}")
     if not isinstance(num_samples, Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples: expected a positive integer, got {num_samples!r}")
     if isinstance(generator, bool) or not (generator is None or isinstance(generator, (Integral, torch.Generator))):
