@@ -180,7 +180,7 @@ def kill_batch(tmp: Path, images: int, size: int, kills: int, seed: int) -> dict
             log = tmp / f"kill{k}.log"  # its progress bar ("zsir restore: ...") appears when restoration starts
             cmd = [sys.executable, "-m", "zsir", *argv, "-o", str(out), *(["--resume"] if k else [])]
             with open(log, "wb") as f:
-                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=f)
+                proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=f)
             done = complete[-1] if complete else 0
             if done == images:
                 break

@@ -112,7 +112,7 @@ def main() -> None:
             argv += ["--sampler", args.sampler, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
             argv += ["--device", "cuda" if args.gpu else "cpu", "--no-progress"]
             t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-            proc = subprocess.run(command(n, argv), env=env, capture_output=True, text=True)
+            proc = subprocess.run(command(n, argv), env=env, cwd=work, capture_output=True, text=True)
             wall, cpu1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
             found = SUMMARY.search(proc.stderr)

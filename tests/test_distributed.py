@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,11 +98,13 @@ def _launch_cmd(n: int, argv: list[str]) -> list[str]:
 
 
 # the launched processes use as many threads as this one (the float reductions, hence the files, stay the same)
+# `python -m zsir` from the repository root would import the source tree instead of the installed package
+_NEUTRAL = tempfile.gettempdir()
 _ENV = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "HF_HUB_OFFLINE": "1"}
 
 
 def _launch(n: int, argv: list[str], ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_launch_cmd(n, argv), env=_ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_launch_cmd(n, argv), env=_ENV, cwd=_NEUTRAL, capture_output=True, text=True, timeout=600)
     assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
     return proc
 
@@ -234,7 +237,9 @@ def test_gathered_bench_equals_one_process_bench(images, tmp_path):
 
 def _interrupted(cmd: list[str], out: Path) -> str:
     """Start ``cmd``; SIGTERM its whole process group as soon as the first output set is complete."""
-    proc = subprocess.Popen(cmd, env=_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=_ENV, cwd=_NEUTRAL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while not list(out.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
