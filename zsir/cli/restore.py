@@ -229,8 +229,9 @@ def run(args) -> int:
         return 0
     factor = 1 if args.simulate else task.factor
     todo = [path for path, _ in plan.todo]
-    outputs.check_writable(args.output, outputs.estimate_bytes(todo, factor, args.num_samples, args.bit_depth))
-    procs.wait()  # every process planned (and cleared its leftovers) before any writes
+    if procs.is_main:  # one probe: another process's probe could remove the folder it created under this one
+        outputs.check_writable(args.output, outputs.estimate_bytes(todo, factor, args.num_samples, args.bit_depth))
+    procs.wait()  # every process planned (and cleared its leftovers) and the folder was probed before any writes
     device = procs.device
     prior = load_prior(args.prior, device, args.dtype, args.prior_config)
     setup = Setup(sampler_cls.name, prior, args.prior, device, params)
