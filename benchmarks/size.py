@@ -57,7 +57,10 @@ def run(argv: list[str], threads: int) -> tuple[float, float, int]:
     """(seconds, peak RSS in GB, exit code) of ``python -m zsir`` with ``argv``."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "zsir", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    # outside the repository root: `python -m zsir` there would import the source tree, not the installed package
+    p = subprocess.Popen(
+        [sys.executable, "-m", "zsir", *argv], env=env, cwd=tempfile.gettempdir(), stderr=subprocess.PIPE, text=True
+    )
     _, status, usage = os.wait4(p.pid, 0)
     seconds = time.perf_counter() - t0
     err = p.stderr.read() if p.stderr else ""
