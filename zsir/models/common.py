@@ -1,12 +1,13 @@
-"""Helpers shared by the denoisers of :mod:`zsir.models`: EDM preconditioning, sigma batching, padding."""
+"""Helpers shared by the denoisers of :mod:`zsir.models`: EDM preconditioning, sigma batching, padding, the plain
+convolution stack."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["precondition", "sigma_batch", "pad_and_run"]
+__all__ = ["precondition", "sigma_batch", "pad_and_run", "plain_conv_stack"]
 
 
 def precondition(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -39,3 +40,26 @@ def pad_and_run(fn, img: Tensor, multiple: int, channels: int) -> Tensor:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < H and pw < W else "replicate")
     out = fn(x)[..., :H, :W]
     return out[0] if squeeze else out
+
+
+def plain_conv_stack(
+    in_channels: int, width: int, out_channels: int, depth: int, *, batch_norm: bool, bias: bool
+) -> nn.Sequential:
+    """The plain 3x3 convolution stack of FFDNet (Zhang et al., TIP 2018, Fig. 1): Conv+ReLU, ``depth - 2`` times
+    Conv(+BN)+ReLU, Conv; ``depth`` convolutions in all, spatial size kept.
+
+    ``bias`` applies to every convolution, except the middle ones when ``batch_norm`` follows them (BN's shift
+    replaces it). The layer order (and so the state-dict keys ``0``, ``2``, ``3``, ...) is the same for both
+    networks that use it: the pretrained FFDNet (:mod:`zsir.models.ffdnet`) and the trainable
+    :class:`~zsir.models.convnets.UnshuffleCNN`.
+    """
+    if depth < 2:
+        raise ValueError(f"depth: expected at least 2 convolutions, got {depth}")
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1, bias=bias), nn.ReLU(inplace=True)]
+    for _ in range(depth - 2):
+        layers.append(nn.Conv2d(width, width, 3, padding=1, bias=bias and not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(nn.ReLU(inplace=True))
+    layers.append(nn.Conv2d(width, out_channels, 3, padding=1, bias=bias))
+    return nn.Sequential(*layers)

