@@ -189,6 +189,25 @@ class _Usage:
     total, used, free = 10**9, 10**9, 1000
 
 
+def test_probe_folders_are_removed_only_while_empty(tmp_path, monkeypatch):
+    """The probe removes the folders it created, but not one another process wrote into meanwhile (a second rank
+    of a distributed run publishing its first output): that used to raise OSError (directory not empty)."""
+    fresh = tmp_path / "a" / "b"
+    outputs.check_writable(fresh)
+    assert not (tmp_path / "a").exists()
+
+    stage = zio.stage_file
+
+    def other_rank_writes(path, data):
+        (path.parent / "x.png").write_bytes(b"written by another process")
+        return stage(path, data)
+
+    monkeypatch.setattr(zio, "stage_file", other_rank_writes)
+    shared = tmp_path / "c" / "d"
+    outputs.check_writable(shared)
+    assert [p.name for p in shared.iterdir()] == ["x.png"]
+
+
 def test_estimate_bounds_the_written_bytes(tmp_path):
     src = _image(tmp_path / "a.png", size=24)
     out = tmp_path / "out"

@@ -24,6 +24,7 @@ Everything here works per set, so callers may split the planned sets between pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -259,8 +260,9 @@ def estimate_bytes(inputs: list[Path], factor: int, num_samples: int, bit_depth:
 def check_writable(outdir: Path, need_bytes: int = 0) -> None:
     """Prove before any restoration that ``outdir`` can take the outputs: a probe file, and free space.
 
-    Folders created for the probe are removed again (the outputs create them when they are published), so a
-    later usage error leaves no trace.
+    Folders created for the probe are removed again while they are empty (the outputs create them when they are
+    published), so a later usage error leaves no trace; a folder another process has meanwhile written into (a
+    second rank of a distributed run) is left as it is.
 
     Raises:
         UsageError: the folder cannot be created or written, or has less than ``need_bytes`` free.
@@ -275,8 +277,8 @@ def check_writable(outdir: Path, need_bytes: int = 0) -> None:
             f"-o {outdir}: cannot write to the output folder ({type(err).__name__}: {err}); nothing was restored"
         ) from None
     finally:
-        for p in created:
-            if p.is_dir():
+        for p in created:  # deepest first; rmdir never removes a folder that is not empty
+            with contextlib.suppress(OSError):
                 p.rmdir()
     if free < need_bytes:
         raise UsageError(
