@@ -113,7 +113,7 @@ def run(args) -> int:
         try:
             x = _centre_crop(zio.read_image(path, channels=setup.prior.channels), args.crop, task.factor)
             op, y = simulate(x, task, args.sigma_y, seed)
-            res = solve(y, op, setup, args, args.steps, pd, seed=seed)
+            res = solve(y, op, setup, args, args.steps, pd, seed=seed, task=task)
             metrics, why = score(res.x.cpu(), x)
         except Exception as err:
             failures.append((job, f"{task.name}/{sampler}/{path.name}: {type(err).__name__}: {err}"))
