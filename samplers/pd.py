@@ -140,8 +140,8 @@ def interpolate(schema, start: dict[str, Any], end: dict[str, Any], t: float) ->
     out = {**start, **end}
     for key in start.keys() & end.keys():
         a, b = start[key], end[key]
-        if a == b:
-            out[key] = a
+        if a == b or t in (0.0, 1.0):
+            out[key] = a if t == 0.0 else b
         elif _is_number(a) and _is_number(b):
             param = schema.get(key)
             if param is not None and param.log and a > 0 and b > 0:
