@@ -17,7 +17,7 @@ Examples::
     python benchmarks/pd.py --images 3 --size 64 --dps-steps 50 --json pd.json
     python benchmarks/pd.py --samplers pnp ddrm --tasks sr4 --mapping generic
     python benchmarks/pd.py --prior ffdnet --json pd-ffdnet.json
-    python benchmarks/pd.py --table pd.json
+    python benchmarks/pd.py --table pd.json [--compact]   # --compact: PSNR (HaarPSI) at pd 0 / 0.5 / 1, g = generic
 """
 
 from __future__ import annotations
@@ -114,14 +114,32 @@ def tables(data: dict) -> str:
             psnrs = [r["pd"][p]["psnr"] for p in pds]
             rise = max((b - a for a, b in zip(psnrs, psnrs[1:], strict=False)), default=0.0)
             mono = "yes" if monotone(psnrs) else f"no (+{rise:.2f} dB)"
-            lines.append(
-                f"| {sampler} | {r['anchor'] or 'generic'} | {' | '.join(cells)} | {mono} | {r['pd'][pds[0]]['nfe']:.0f} |"
-            )
+            nfe = r["pd"][pds[0]]["nfe"]
+            lines.append(f"| {sampler} | {r['anchor'] or 'generic'} | {' | '.join(cells)} | {mono} | {nfe:.0f} |")
         out.append("\n".join(lines))
     notes = {r["lpips_unavailable"] for t in data["results"].values() for r in t.values() if r["lpips_unavailable"]}
     if notes:
         out.append(f"LPIPS: not measured ({sorted(notes)[0]})")
     return "\n\n".join(out)
+
+
+def compact(data: dict, pds: tuple[str, ...] = ("0", "0.5", "1")) -> str:
+    """Markdown: a row per sampler, a column per task, ``PSNR at pd 0 / 0.5 / 1 (HaarPSI ...)`` per cell."""
+    tasks = list(data["results"])
+    samplers = list(dict.fromkeys(s for t in tasks for s in data["results"][t]))
+    lines = ["| sampler | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for sampler in samplers:
+        cells = []
+        for t in tasks:
+            r = data["results"][t].get(sampler)
+            if r is None or not all(p in r["pd"] for p in pds):
+                cells.append("")
+                continue
+            psnr = " / ".join(f"{r['pd'][p]['psnr']:.2f}" for p in pds)
+            haar = " / ".join(f"{r['pd'][p]['haarpsi']:.3f}" for p in pds)
+            cells.append(f"{psnr} ({haar}){'' if r['anchor'] else ' g'}")
+        lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -140,9 +158,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here (after every sampler)")
     ap.add_argument("--table", type=Path, default=None, help="only print the tables of a --json file")
+    ap.add_argument("--compact", action="store_true", help="with --table: one table, pd 0 / 0.5 / 1 per task")
     args = ap.parse_args()
     if args.table is not None:
-        print(tables(json.loads(args.table.read_text())))
+        data = json.loads(args.table.read_text())
+        print(compact(data) if args.compact else tables(data))
         return
     prior = zsir.load_prior(args.prior)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
@@ -163,7 +183,8 @@ def main() -> None:
                 args.json.write_text(json.dumps(data, indent=1) + "\n")
     print()
     print(tables(data))
-    if any(not math.isfinite(v["psnr"]) for t in data["results"].values() for r in t.values() for v in r["pd"].values()):
+    values = [v["psnr"] for t in data["results"].values() for r in t.values() for v in r["pd"].values()]
+    if not all(math.isfinite(v) for v in values):
         raise SystemExit("a PSNR is not finite")
 
 

@@ -46,9 +46,7 @@ class SolveResult:
     pd_anchor: str | None = None
 
 
-def resolve_params(
-    sampler_cls, preset, pd: float | None, overrides: dict[str, Any], *, anchor=None
-) -> dict[str, Any]:
+def resolve_params(sampler_cls, preset, pd: float | None, overrides: dict[str, Any], *, anchor=None) -> dict[str, Any]:
     """Merge hyperparameters: class defaults < preset < pd mapping < explicit keyword arguments.
 
     ``preset`` is ``None``, the name of one of ``sampler_cls.presets`` or a :class:`~zsir.samplers.Preset` (e.g.
