@@ -152,3 +152,44 @@ def test_unknown_task_fails_before_any_work():
         zsir.solve(y, op, prior="no-such-prior", task="sr5")
     with pytest.raises(TypeError, match="task"):
         zsir.solve(y, op, prior="no-such-prior", task=4)
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("zsir_pd_bench", Path(__file__).parents[1] / "benchmarks" / "pd.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_tables_flag_a_rise(tmp_path, monkeypatch, capsys):
+    """benchmarks/pd.py end to end on two synthetic images (PnP, SR x4, 2 pd values), then its tables: a PSNR that
+    rises with pd is reported with the size of the rise."""
+    from PIL import Image
+
+    bench = _bench()
+    data = tmp_path / "data"
+    data.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for name in ("a.png", "b.png"):
+        img = torch.nn.functional.avg_pool2d(torch.rand(3, 40, 40, generator=g), 3, 1, 1)
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(data / name)
+    out = tmp_path / "pd.json"
+    argv = ["pd.py", "--data", str(data), "--start", "0", "--images", "2", "--size", "32", "--tasks", "sr4"]
+    monkeypatch.setattr("sys.argv", argv + ["--samplers", "pnp", "--pd", "0", "1", "--json", str(out)])
+    bench.main()
+    res = json.loads(out.read_text())["results"]["sr4"]["pnp"]
+    assert res["anchor"] == "tuned-sr4" and set(res["pd"]) == {"0", "1"} and res["pd"]["0"]["nfe"] == 4
+    assert "| pnp | tuned-sr4 |" in capsys.readouterr().out
+    row = {"psnr": 20.0, "haarpsi": 0.5, "nfe": 4}
+    made = {
+        "meta": {"sigma_y": 0.05, "prior": "builtin", "mapping": "anchored"},
+        "results": {
+            "sr4": {"x": {"anchor": None, "lpips_unavailable": None, "pd": {"0": row, "1": row | {"psnr": 20.3}}}}
+        },
+    }
+    assert "| x | generic | 20.00 / 0.500 | 20.30 / 0.500 | no (+0.30 dB) | 4 |" in bench.tables(made)
+    assert "| x | 20.00 / 20.30 (0.500 / 0.500) g |" in bench.compact(made, ("0", "1"))
+    assert bench.monotone([3.0, 2.0, 2.0]) and not bench.monotone([3.0, 3.1])
