@@ -86,7 +86,8 @@ def load_prior_or_builtin(name: str):
 
 
 def restore(x: torch.Tensor, task: str, sampler: str, prior, sigma_y: float, seed: int, **solve_kwargs):
-    """Simulate ``y = A x + sigma_y n`` for a clean ``x`` and restore it with :func:`zsir.solve`.
+    """Simulate ``y = A x + sigma_y n`` for a clean ``x`` and restore it with :func:`zsir.solve` (told the task, so
+    ``pd`` starts from the preset tuned for the sampler, prior and task where one exists).
 
     Returns ``(y, result, scores)`` with ``scores = {"psnr": .., "haarpsi": ..}``.
     """
@@ -102,6 +103,7 @@ def restore(x: torch.Tensor, task: str, sampler: str, prior, sigma_y: float, see
         generator=seed,
         return_result=True,
         progress=False,
+        task=t,
         **solve_kwargs,
     )
     return y, res, {"psnr": float(psnr(res.x, x)[0]), "haarpsi": float(haarpsi(res.x, x)[0])}

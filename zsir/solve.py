@@ -31,6 +31,8 @@ class SolveResult:
         params: every hyperparameter used, after preset, pd mapping and explicit overrides.
         tiling: the tiling and memory plan used (:meth:`zsir.memory.TilingPlan.as_dict`: tile, overlap,
             tiles_per_call (at most, over the grid shifts), estimate and budget in bytes and GB, budget_source).
+        pd_anchor: name of the tuned preset that anchored ``pd`` (its pd 0 end, :mod:`zsir.samplers.pd`), or
+            ``None`` (no pd, an explicit preset, no task, or no tuned preset for this sampler, prior and task).
     """
 
     x: Tensor
@@ -41,14 +43,19 @@ class SolveResult:
     steps: int
     params: dict[str, Any] = field(default_factory=dict)
     tiling: dict[str, Any] = field(default_factory=dict)
+    pd_anchor: str | None = None
 
 
-def resolve_params(sampler_cls, preset, pd: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
+def resolve_params(sampler_cls, preset, pd: float | None, overrides: dict[str, Any], *, anchor=None) -> dict[str, Any]:
     """Merge hyperparameters: class defaults < preset < pd mapping < explicit keyword arguments.
 
     ``preset`` is ``None``, the name of one of ``sampler_cls.presets`` or a :class:`~zsir.samplers.Preset` (e.g.
     ``zsir.tune.load_presets(path)[name].preset``), whose parameters are checked against the sampler's schema.
+    ``anchor`` (a :class:`zsir.samplers.pd.Anchor`, see :func:`zsir.samplers.pd.find_anchor`) makes ``pd`` move
+    from that tuned preset (pd 0, its ``steps`` included) to the sampler's perceptual end (pd 1); without it ``pd``
+    uses the sampler's generic mapping ``sampler_cls.pd_params``. A preset's ``steps`` wins over the anchor's.
     """
+    from zsir.samplers import pd as pd_knob
     from zsir.samplers.base import Preset
 
     params: dict[str, Any] = {}
@@ -63,10 +70,7 @@ def resolve_params(sampler_cls, preset, pd: float | None, overrides: dict[str, A
         steps = p.pop("steps", None)
         params.update(p)
     if pd is not None:
-        pd = float(pd)
-        if not 0.0 <= pd <= 1.0 or pd != pd:
-            raise ValueError(f"pd: expected a number in [0, 1] (0 = faithful, 1 = perceptual), got {pd}")
-        params.update(sampler_cls.pd_params(pd))
+        params.update(pd_knob.pd_params(sampler_cls, pd, anchor))
     params.update(overrides)
     if steps is not None:
         params["steps"] = steps
@@ -126,6 +130,17 @@ def _check_arguments(
             raise TypeError(f"{name}: expected True or False, got {flag!r}")
 
 
+def _check_task(task: Any):
+    """``task`` as a :class:`~zsir.tasks.Task` (or ``None``); an unknown name raises ValueError naming ``task``."""
+    from zsir.tasks import Task, parse_task
+
+    if task is None or isinstance(task, Task):
+        return task
+    if not isinstance(task, str):
+        raise TypeError(f"task: expected a task name such as 'sr4', a zsir.tasks.Task or None, got {task!r}")
+    return parse_task(task)
+
+
 def _numbers(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(isinstance(u, Real) and not isinstance(u, bool) for u in v)
 
@@ -165,6 +180,7 @@ def solve(
     tile: int | None = None,
     tile_overlap: int | None = None,
     max_memory: float | None = None,
+    task: str | Any = None,
     **hyperparameters,
 ) -> Tensor | SolveResult:
     r"""Restore images from linear measurements ``y = A x + n`` with a zero-shot sampler.
@@ -178,8 +194,10 @@ def solve(
             prior.
         sigma_y: std of the Gaussian measurement noise in **[0, 1] image units**, a float or one value per
             sample; ``None`` means noiseless (0).
-        pd: perception-distortion position in [0, 1]: 0 = lowest distortion, 1 = most perceptual; mapped to the
-            sampler's own parameter (see the README table).
+        pd: perception-distortion position in [0, 1]: 0 = lowest distortion, 1 = most perceptual
+            (:mod:`zsir.samplers.pd`). With ``task`` and a preset tuned for this sampler, prior and task, pd 0 is
+            that preset and pd 1 the sampler's perceptual end on top of it; otherwise the sampler's generic
+            mapping (see the README table). With an explicit ``preset``, the generic mapping applies on top of it.
         steps: iterations (``None``: the preset's or the sampler's default).
         preset: a named setting of the sampler (see ``Sampler.presets``: the published ones and the ``tuned-*``
             presets for the built-in prior), or a :class:`~zsir.samplers.Preset` read from a preset file
@@ -195,6 +213,9 @@ def solve(
         max_memory: peak memory budget in **GB** (1e9 bytes); ``None`` = the memory available on the device.
             The peak is estimated before any work (:mod:`zsir.memory`); a request that cannot fit raises
             :class:`zsir.memory.MemoryBudgetError` naming the estimate and the options that fit.
+        task: the task name of :mod:`zsir.tasks` (``"sr4"``, ``"deblur-gauss"``, ...) that ``operator`` stands for,
+            or a :class:`~zsir.tasks.Task`; only used to find the tuned preset that anchors ``pd``
+            (``SolveResult.pd_anchor`` names it). An unknown name raises ValueError before any work.
         **hyperparameters: the sampler's own parameters (paper symbols, e.g. ``tau``, ``lambda_``, ``zeta``),
             checked against the sampler's ``schema`` before any work: an unknown name, a wrong type or a value out
             of range raises ValueError naming the sampler, the parameter and the valid range.
@@ -205,6 +226,7 @@ def solve(
     from zsir.samplers import SAMPLERS, Sampler
 
     _check_arguments(y, sigma_y, pd, steps, preset, num_samples, generator, progress, return_result)
+    task = _check_task(task)
     if not isinstance(operator, LinearOperator):
         raise TypeError(f"operator: expected a zsir.operators.LinearOperator, got {type(operator).__name__}")
     x_shape = operator.x_shape(tuple(y.shape))
@@ -223,7 +245,12 @@ def solve(
     else:
         raise TypeError(f"sampler: expected a name or a Sampler subclass, got {sampler!r}")
 
-    params = resolve_params(sampler_cls, preset, pd, hyperparameters)
+    anchor = None
+    if pd is not None and preset is None:
+        from zsir.samplers.pd import find_anchor
+
+        anchor = find_anchor(sampler_cls, prior, task, float(sigma.mean()))
+    params = resolve_params(sampler_cls, preset, pd, hyperparameters, anchor=anchor)
     steps = params.pop("steps", None) if steps is None else steps
     params.pop("steps", None)
     params = sampler_cls.check_params(params)  # types and ranges, before the prior is loaded
@@ -281,4 +308,5 @@ def solve(
         steps=algo.steps,
         params=dict(algo.params),
         tiling=mem.as_dict(),
+        pd_anchor=None if anchor is None else anchor.name,
     )

@@ -113,7 +113,7 @@ def run(args) -> int:
         try:
             x = _centre_crop(zio.read_image(path, channels=setup.prior.channels), args.crop, task.factor)
             op, y = simulate(x, task, args.sigma_y, seed)
-            res = solve(y, op, setup, args, args.steps, pd, seed=seed)
+            res = solve(y, op, setup, args, args.steps, pd, seed=seed, task=task)
             metrics, why = score(res.x.cpu(), x)
         except Exception as err:
             failures.append((job, f"{task.name}/{sampler}/{path.name}: {type(err).__name__}: {err}"))
@@ -141,7 +141,8 @@ def run(args) -> int:
 
     head = (
         f"zsir {zsir.__version__} bench: {len(images)} image(s) from {args.dataset}, prior {args.prior}, "
-        f"sigma_y {args.sigma_y:g} ([0, 1] units), pd {pd:g}, steps {args.steps or 'sampler default'}, "
+        f"sigma_y {args.sigma_y:g} ([0, 1] units), pd {pd:g} (from the tuned preset of each sampler and task where "
+        f"one exists), steps {args.steps or 'sampler default'}, "
         f"seed {args.seed} (per image: zsir.cli.distributed.image_seed); {summary}"
     )
     names = ["task", "sampler", "images", "PSNR", "SSIM", "LPIPS", "HaarPSI", "MDSI", "NFE", "s/image"]

@@ -119,8 +119,9 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         "--pd",
         type=float_in(0, 1),
         default=None,
-        help="perception-distortion position: 0 faithful ... 1 perceptual (default: 0.5, or the preset's "
-        "own values when --preset is given)",
+        help="perception-distortion position: 0 faithful ... 1 perceptual; pd 0 is the preset tuned for the "
+        "sampler, prior and task where one exists (default: 0.5, or the preset's own values when --preset is given; "
+        "with --preset, --pd applies the sampler's generic mapping on top of it)",
     )
     p.add_argument("--steps", type=positive_int, default=None, help="iterations (default: the sampler's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise, random operators and the sampler")
@@ -295,8 +296,10 @@ def solve(
     preset: str | None = None,
     num_samples: int = 1,
     seed: int | None = None,
+    task: Task | None = None,
 ):
-    """:func:`zsir.solve` with the command's options; the sampler draws from ``seed`` (default ``--seed``)."""
+    """:func:`zsir.solve` with the command's options; the sampler draws from ``seed`` (default ``--seed``); ``task``
+    lets ``pd`` start from the preset tuned for it (:mod:`zsir.samplers.pd`)."""
     return zsir.solve(
         y.to(setup.device),
         op,
@@ -313,6 +316,7 @@ def solve(
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         max_memory=args.max_memory,
+        task=task,
         **setup.params,
     )
 

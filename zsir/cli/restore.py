@@ -158,6 +158,7 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
         "prior": setup.prior_name,
         "sigma_y": args.sigma_y,
         "pd": args.pd,
+        "pd_anchor": res.pd_anchor,
         "preset": args.preset,
         "preset_file": str(args.presets) if args.presets else None,
         "steps": res.steps,
@@ -260,7 +261,9 @@ def run(args) -> int:
             return
         try:
             y = torch.cat([it["y"] for it in items])
-            res = solve(y, items[0]["op"], setup, args, args.steps, pd, preset, args.num_samples, items[0]["seed"])
+            res = solve(
+                y, items[0]["op"], setup, args, args.steps, pd, preset, args.num_samples, items[0]["seed"], task
+            )
         except Exception as err:
             for it in compress(items, todo):
                 fail(it["path"], err)
