@@ -38,7 +38,7 @@ SIGNAL_VARIANCE = 0.2  # variance of natural images in [-1, 1] model units (0.05
 
 def noise_estimate(x: Tensor, x0: Tensor, sigma: float | Tensor) -> Tensor:
     r"""Effective noise of a VE state: ``eps_hat = (x - x0) / sigma``."""
-    return (x - x0) / sigma
+    return torch.sub(x, x0).div_(sigma)  # one new tensor, not two
 
 
 def _fresh(x0: Tensor, generator: torch.Generator | None, draw: Callable[[], Tensor] | None) -> Tensor:
@@ -63,7 +63,7 @@ def renoise(
     zeta_t = torch.as_tensor(zeta, dtype=x0.real.dtype, device=x0.device)
     s = torch.as_tensor(sigma_next, dtype=x0.real.dtype, device=x0.device)
     out = torch.addcmul(x0, s * torch.sqrt(1.0 - zeta_t), eps)  # two fused passes over the image, not six
-    if bool((zeta_t > 0).any()):
+    if zeta > 0 if isinstance(zeta, (int, float)) else bool((zeta_t > 0).any()):  # no device sync for a number
         out.addcmul_(s * torch.sqrt(zeta_t), _fresh(x0, generator, draw))
     return out
 
