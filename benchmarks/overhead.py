@@ -22,7 +22,10 @@ circular Gaussian blur (61x61, std 3; deepinv ``BlurFFT``) and bicubic x4 SR (de
 Reported per step, medians of ``--repeats`` runs after the first: wall time outside the prior (wall - wall time
 inside the prior) / steps, and the same in process CPU time (``time.process_time``: all threads; the sleep costs
 none). On a shared machine the CPU column is the robust one: waiting for a core adds wall time, not CPU time. With
-``--threads 1`` it is the work itself::
+``--threads 1`` it is the work itself. The last column counts minor page faults per step (zsir / deepinv): glibc
+hands freed multi-MB tensors back to the kernel and faults fresh pages in on the next allocation, which costs CPU
+time (kernel side) and varies from run to run with the heap's state; ``MALLOC_TRIM_THRESHOLD_=1073741824
+MALLOC_MMAP_THRESHOLD_=33554432`` in the environment (glibc) keeps freed memory and removes that noise for both::
 
     nice .venv/bin/python benchmarks/overhead.py --vs-deepinv --threads 1
 """
@@ -30,6 +33,8 @@ none). On a shared machine the CPU column is the robust one: waiting for a core 
 from __future__ import annotations
 
 import argparse
+import math
+import resource
 import statistics
 import time
 
@@ -93,13 +98,15 @@ class SleepDenoiser(nn.Module):
         return out
 
 
-def per_step(run, net: SleepDenoiser, steps: int) -> tuple[float, float]:
-    """``run()``'s wall and CPU seconds outside ``net``, per step (CPU: all threads of the process)."""
+def per_step(run, net: SleepDenoiser, steps: int) -> tuple[float, float, float]:
+    """``run()``'s wall and CPU seconds outside ``net`` and minor page faults, per step (CPU: all threads)."""
     net.spent = net.cpu = 0.0
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0, c0 = time.perf_counter(), time.process_time()
     run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return (wall - net.spent) / steps, (cpu - net.cpu) / steps
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return (wall - net.spent) / steps, (cpu - net.cpu) / steps, faults / steps
 
 
 def vs_deepinv(args) -> None:
@@ -110,15 +117,15 @@ def vs_deepinv(args) -> None:
         import deepinv as dinv
     except ImportError:
         dinv = None
-    steps, B, n = 50, args.batch, args.size
+    steps, B, n, nan = 50, args.batch, args.size, math.nan
     g = torch.Generator().manual_seed(0)
     x = torch.rand(B, 3, n, n, generator=g)
     kernel = gaussian_kernel_2d(61, 3.0)
     cases = {"circular Gaussian blur": CircularBlur(kernel), "bicubic SR x4": BicubicSR(4)}
     print(f"DiffPIR {steps} steps, batch {B}x3x{n}x{n}, sigma_y 0.05, toy prior 20 ms/call, {args.threads} threads")
     print(f"deepinv {dinv.__version__ if dinv else 'not installed'}, torch {torch.__version__}")
-    print("| operator | zsir wall ms/step | deepinv wall | ratio | zsir CPU ms/step | deepinv CPU | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| operator | zsir wall ms/step | deepinv | ratio | zsir CPU ms/step | deepinv | ratio | faults/step |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, op in cases.items():
         y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=g)
         net = SleepDenoiser()
@@ -145,12 +152,10 @@ def vs_deepinv(args) -> None:
             ours.append(per_step(run_zsir, net, steps))
             if run_dinv is not None:
                 theirs.append(per_step(run_dinv, net, steps))
-        cells = []
-        for i in range(2):  # wall, CPU: median of the runs after the first
-            a = statistics.median(t[i] for t in ours[1:] or ours) * 1e3
-            b = statistics.median(t[i] for t in theirs[1:] or theirs) * 1e3 if theirs else float("nan")
-            cells += [f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}"]
-        print(f"| {label} | {' | '.join(cells)} |", flush=True)
+        # medians of the runs after the first: wall, CPU, page faults
+        a, b = ([statistics.median(t[i] for t in r[1:] or r) if r else nan for i in range(3)] for r in (ours, theirs))
+        cells = [f"{a[i] * 1e3:.1f} | {b[i] * 1e3:.1f} | {b[i] / a[i]:.2f}" for i in range(2)]
+        print(f"| {label} | {' | '.join(cells)} | {a[2]:.0f} / {b[2]:.0f} |", flush=True)
 
 
 def main() -> None:
