@@ -19,7 +19,13 @@ Run::
 ``DiffPIR`` in the same process (if ``deepinv`` is installed; it is not a zsir dependency): 50 steps, batch 4,
 256x256, sigma_y 0.05, a toy prior that sleeps 20 ms per call (so both spend exactly the same in it), for a
 circular Gaussian blur (61x61, std 3; deepinv ``BlurFFT``) and bicubic x4 SR (deepinv ``Downsampling``).
-Reported: (wall - time inside the prior) / steps, median of ``--repeats`` runs::
+Reported per step, medians of ``--repeats`` runs after the first: wall time outside the prior (wall - wall time
+inside the prior) / steps, and the same in process CPU time (``time.process_time``: all threads; the sleep costs
+none). On a shared machine the CPU column is the robust one: waiting for a core adds wall time, not CPU time. With
+``--threads 1`` it is the work itself. The last column counts minor page faults per step (zsir / deepinv): glibc
+hands freed multi-MB tensors back to the kernel and faults fresh pages in on the next allocation, which costs CPU
+time (kernel side) and varies from run to run with the heap's state; ``MALLOC_TRIM_THRESHOLD_=1073741824
+MALLOC_MMAP_THRESHOLD_=33554432`` in the environment (glibc) keeps freed memory and removes that noise for both::
 
     nice .venv/bin/python benchmarks/overhead.py --vs-deepinv --threads 1
 """
@@ -27,6 +33,8 @@ Reported: (wall - time inside the prior) / steps, median of ``--repeats`` runs::
 from __future__ import annotations
 
 import argparse
+import math
+import resource
 import statistics
 import time
 
@@ -75,18 +83,30 @@ class TimedPrior(DenoiserPrior):
 
 
 class SleepDenoiser(nn.Module):
-    """A toy denoiser costing a fixed ``seconds`` per call: ``0.9 x`` after a sleep; counts its time."""
+    """A toy denoiser costing a fixed ``seconds`` per call: ``0.9 x`` after a sleep; counts its wall and CPU time."""
 
     def __init__(self, seconds: float = 0.02):
         super().__init__()
-        self.seconds, self.spent = seconds, 0.0
+        self.seconds, self.spent, self.cpu = seconds, 0.0, 0.0
 
     def forward(self, x, sigma):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         time.sleep(self.seconds)
         out = 0.9 * x
         self.spent += time.perf_counter() - t0
+        self.cpu += time.process_time() - c0
         return out
+
+
+def per_step(run, net: SleepDenoiser, steps: int) -> tuple[float, float, float]:
+    """``run()``'s wall and CPU seconds outside ``net`` and minor page faults, per step (CPU: all threads)."""
+    net.spent = net.cpu = 0.0
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0, c0 = time.perf_counter(), time.process_time()
+    run()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    return (wall - net.spent) / steps, (cpu - net.cpu) / steps, faults / steps
 
 
 def vs_deepinv(args) -> None:
@@ -97,25 +117,22 @@ def vs_deepinv(args) -> None:
         import deepinv as dinv
     except ImportError:
         dinv = None
-    steps, B, n = 50, args.batch, args.size
+    steps, B, n, nan = 50, args.batch, args.size, math.nan
     g = torch.Generator().manual_seed(0)
     x = torch.rand(B, 3, n, n, generator=g)
     kernel = gaussian_kernel_2d(61, 3.0)
     cases = {"circular Gaussian blur": CircularBlur(kernel), "bicubic SR x4": BicubicSR(4)}
     print(f"DiffPIR {steps} steps, batch {B}x3x{n}x{n}, sigma_y 0.05, toy prior 20 ms/call, {args.threads} threads")
     print(f"deepinv {dinv.__version__ if dinv else 'not installed'}, torch {torch.__version__}")
-    print("| operator | zsir ms/step | deepinv ms/step | deepinv / zsir |")
-    print("|---|---|---|---|")
+    print("| operator | zsir wall ms/step | deepinv | ratio | zsir CPU ms/step | deepinv | ratio | faults/step |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, op in cases.items():
         y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=g)
         net = SleepDenoiser()
         prior = DenoiserPrior(net, sigma_max=100.0, name="sleep20ms")
 
-        def run_zsir(net=net, prior=prior, y=y, op=op):
-            net.spent = 0.0
-            t0 = time.perf_counter()
+        def run_zsir(prior=prior, y=y, op=op):
             zsir.solve(y, op, sampler="diffpir", prior=prior, steps=steps, sigma_y=0.05, generator=0, progress=False)
-            return (time.perf_counter() - t0 - net.spent) / steps
 
         run_dinv = None
         if dinv is not None:
@@ -126,21 +143,19 @@ def vs_deepinv(args) -> None:
                 physics = dinv.physics.Downsampling(img_size=(3, n, n), filter="bicubic", factor=4, noise_model=noise)
             model = dinv.sampling.DiffPIR(net, dinv.optim.data_fidelity.L2(), sigma=0.05, max_iter=steps)
 
-            def run_dinv(net=net, model=model, y=y, physics=physics):
-                net.spent = 0.0
-                t0 = time.perf_counter()
+            def run_dinv(model=model, y=y, physics=physics):
                 with torch.no_grad():
                     model(y, physics, seed=1)
-                return (time.perf_counter() - t0 - net.spent) / steps
 
         ours, theirs = [], []
         for _ in range(args.repeats):  # alternate, so load drift hits both alike; the first round warms caches
-            ours.append(run_zsir())
+            ours.append(per_step(run_zsir, net, steps))
             if run_dinv is not None:
-                theirs.append(run_dinv())
-        a = statistics.median(ours[1:] or ours) * 1e3
-        b = statistics.median(theirs[1:] or theirs) * 1e3 if theirs else float("nan")
-        print(f"| {label} | {a:.1f} | {b:.1f} | {b / a:.2f} |", flush=True)
+                theirs.append(per_step(run_dinv, net, steps))
+        # medians of the runs after the first: wall, CPU, page faults
+        a, b = ([statistics.median(t[i] for t in r[1:] or r) if r else nan for i in range(3)] for r in (ours, theirs))
+        cells = [f"{a[i] * 1e3:.1f} | {b[i] * 1e3:.1f} | {b[i] / a[i]:.2f}" for i in range(2)]
+        print(f"| {label} | {' | '.join(cells)} | {a[2]:.0f} / {b[2]:.0f} |", flush=True)
 
 
 def main() -> None:

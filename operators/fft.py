@@ -140,7 +140,7 @@ class CircularBlur(LinearOperator):
     def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor) -> Tensor:
         self.check_y(y)
         g = torch.as_tensor(gamma, dtype=z.dtype, device=z.device)
-        num = torch.fft.rfft2(z).add_(g * self._adjoint_spectrum(y))
+        num = torch.fft.rfft2(z).addcmul_(self._adjoint_spectrum(y), g)  # in place: no spectrum-sized temporary
         gain = (g * self._power(y)).add_(1.0).reciprocal_()  # real, one sample row: cheaper than a complex division
         return torch.fft.irfft2(num.mul_(gain), s=z.shape[-2:])
 

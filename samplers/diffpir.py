@@ -130,5 +130,6 @@ class DiffPIR(DiffusionSampler):
             sigma = levels[k]
             x0 = self.denoise(x, sigma)
             x0 = operator.prox_l2(x0, y, 1.0 / diffpir_rho(lam, sigma_y, sigma))
-            x = renoise_or_inject(x0, noise_estimate(x, x0, sigma), levels[k + 1], zeta, generator, eta_ni)
+            eps = noise_estimate(x, x0, sigma)
+            x = renoise_or_inject(x0, eps, levels[k + 1], zeta, generator, eta_ni, out=eps)  # in eps_hat's memory
         return self.denoise(x, levels[self.steps - 1])

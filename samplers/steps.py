@@ -38,7 +38,7 @@ SIGNAL_VARIANCE = 0.2  # variance of natural images in [-1, 1] model units (0.05
 
 def noise_estimate(x: Tensor, x0: Tensor, sigma: float | Tensor) -> Tensor:
     r"""Effective noise of a VE state: ``eps_hat = (x - x0) / sigma``."""
-    return (x - x0) / sigma
+    return torch.sub(x, x0).div_(sigma)  # one new tensor, not two
 
 
 def _fresh(x0: Tensor, generator: torch.Generator | None, draw: Callable[[], Tensor] | None) -> Tensor:
@@ -52,18 +52,20 @@ def renoise(
     zeta: float | Tensor,
     generator: torch.Generator | None,
     draw: Callable[[], Tensor] | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     r"""DDIM / DiffPIR re-noising to level ``sigma_next``:
 
     .. math:: x_{next} = x_0 + \sigma_{next} (\sqrt{1 - \zeta}\, \hat\epsilon + \sqrt{\zeta}\, n),\quad n \sim N(0, I)
 
     ``zeta = 0`` is deterministic DDIM; ``zeta = 1`` is fresh noise. ``draw`` replaces the standard normal draw of
-    ``n`` (e.g. white image noise expressed in a complex Fourier basis).
+    ``n`` (e.g. white image noise expressed in a complex Fourier basis). ``out`` receives ``x_next`` (it may be
+    ``eps`` itself, which is then overwritten; default: a new tensor).
     """
     zeta_t = torch.as_tensor(zeta, dtype=x0.real.dtype, device=x0.device)
     s = torch.as_tensor(sigma_next, dtype=x0.real.dtype, device=x0.device)
-    out = torch.addcmul(x0, s * torch.sqrt(1.0 - zeta_t), eps)  # two fused passes over the image, not six
-    if bool((zeta_t > 0).any()):
+    out = torch.addcmul(x0, s * torch.sqrt(1.0 - zeta_t), eps, out=out)  # two fused passes over the image, not six
+    if zeta > 0 if isinstance(zeta, (int, float)) else bool((zeta_t > 0).any()):  # no device sync for a number
         out.addcmul_(s * torch.sqrt(zeta_t), _fresh(x0, generator, draw))
     return out
 
@@ -75,15 +77,17 @@ def inject_noise(
     eta: float,
     generator: torch.Generator | None,
     draw: Callable[[], Tensor] | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     r"""CM4IR noise injection (docs/samplers/cm4ir.md) to level ``sigma_next``:
 
     .. math:: x_{next} = x_0 + \sigma_{next} (\eta\, z + \sqrt{1 - \eta^2}\, \hat z^-),\quad z \sim N(0, I)
 
     where ``z_hat_minus = (x0_pre - x) / sigma`` is the **negated** noise estimate (DDIM would use ``+eps_hat``).
+    ``out`` receives ``x_next`` (default: a new tensor).
     """
     fresh = _fresh(x0, generator, draw)
-    return x0 + sigma_next * (eta * fresh + math.sqrt(max(1.0 - eta * eta, 0.0)) * z_hat_minus)
+    return torch.add(x0, sigma_next * (eta * fresh + math.sqrt(max(1.0 - eta * eta, 0.0)) * z_hat_minus), out=out)
 
 
 def renoise_or_inject(
@@ -94,15 +98,16 @@ def renoise_or_inject(
     generator: torch.Generator | None,
     eta_ni: float | None = None,
     draw: Callable[[], Tensor] | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     r"""The next state of a DDIM-type sampler: :func:`renoise` ``(x0, eps, sigma_next, zeta)`` or, with ``eta_ni``
     set, CM4IR's :func:`inject_noise` ``(x0, -eps, sigma_next, eta_ni)`` (the "and beyond" port of
     docs/samplers/cm4ir.md: the re-injected estimated noise is **reversed** and mixed with fresh noise by a
-    variance-preserving rotation).
+    variance-preserving rotation). ``out`` receives the result (it may be ``eps``; default: a new tensor).
     """
     if eta_ni is None:
-        return renoise(x0, eps, sigma_next, zeta, generator, draw)
-    return inject_noise(x0, -eps, sigma_next, eta_ni, generator, draw)
+        return renoise(x0, eps, sigma_next, zeta, generator, draw, out)
+    return inject_noise(x0, -eps, sigma_next, eta_ni, generator, draw, out)
 
 
 def back_project(

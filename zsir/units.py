@@ -49,13 +49,14 @@ __all__ = [
 
 
 def image_to_model(x: Tensor) -> Tensor:
-    """Map an image from [0, 1] to [-1, 1]: ``2 x - 1``."""
-    return 2.0 * x - 1.0
+    """Map an image from [0, 1] to [-1, 1]: ``2 x - 1`` (one pass, computed as ``-1 + 2 x``: the same bits)."""
+    return torch.add(torch.tensor(-1.0), x, alpha=2.0)
 
 
 def model_to_image(x: Tensor) -> Tensor:
-    """Map an image from [-1, 1] to [0, 1]: ``(x + 1) / 2`` (no clamping)."""
-    return (x + 1.0) / 2.0
+    """Map an image from [-1, 1] to [0, 1]: ``(x + 1) / 2`` (no clamping; one pass, computed as ``0.5 + 0.5 x``:
+    the same bits, as halving is exact)."""
+    return torch.add(torch.tensor(0.5), x, alpha=0.5)
 
 
 def sigma_to_model(sigma):
