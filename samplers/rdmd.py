@@ -168,7 +168,13 @@ class RDMD(Sampler):
             high=1.0,
             search=(0.0, 1.0),
         ),
-        Param("output", str, "z", "restoration variable z or the last stochastic-branch estimate", choices=("z", "x0")),
+        Param(
+            "output",
+            str,
+            "z",
+            "restoration variable z, the last stochastic-branch estimate x0, or the last deterministic estimate d",
+            choices=("z", "x0", "d"),
+        ),
         Param(
             "det_input_scaling",
             str,
@@ -179,6 +185,13 @@ class RDMD(Sampler):
         Param("deterministic_prior", Prior, None, "prior of the deterministic branch (None: the same)", optional=True),
         Param("init", str, "auto", "initialisation of z", choices=_INITS),
         Param("sf", int, None, "SR factor of the sigma' schedule end (None: inferred)", low=1, optional=True),
+        Param(
+            "truncate",
+            str,
+            "all",
+            "prior range below sigma_t0: skip whole iterations (all) or only the stochastic branch's (stochastic)",
+            choices=("all", "stochastic"),
+        ),
         Param(
             "data_step",
             str,
@@ -206,13 +219,19 @@ class RDMD(Sampler):
         self._start = truncate_to_prior(self._sig[self._t], prior.sigma_max)
 
     # ----- NFE ------------------------------------------------------------------------------------------------
+    def _first(self, det_used: bool) -> int:
+        """First iteration run: the truncated start ``k0``, or 0 with ``truncate="stochastic"`` (deterministic
+        branch and data step from the first iteration on, the stochastic branch from ``k0``)."""
+        return 0 if self.params["truncate"] == "stochastic" and det_used else self._start
+
     def _calls(self, det_used: bool) -> int:
-        iters = self.steps - self._start
-        sto_used = self.params["tau"] > 0.0
-        return (iters - 1) * (int(det_used) + int(sto_used)) + int(self.params["output"] == "x0")
+        N, k0, p = self.steps, self._start, self.params
+        det = (N - 1 - self._first(det_used)) if det_used else 0
+        sto = (N - 1 - k0) if p["tau"] > 0.0 else 0
+        return det + sto + int(p["output"] != "z")
 
     def total_nfe(self) -> int:
-        """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
+        """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``, ``"d"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
         return self._calls(det_used=self.params["tau"] < 1.0)
 
     @classmethod
@@ -291,20 +310,21 @@ class RDMD(Sampler):
         prox = self._prox_mask(sigma_img)
         if self._bar is not None:
             self._bar.total = self._calls(det_used)
-        if det_used:
+        if det_used or p["output"] == "d":
             det_level, det_scale = self._det_levels(sigma_img, sf, det_prior)
 
         N, k0 = self.steps, self._start
         sig = [float(self._sig[t]) for t in self._t]
         z = self._initial_z(y, operator, sigma_y, x_shape, sf)
-        x = z + sig[k0] * randn(z.shape, generator, z)
-        for k in range(k0, N - 1):
-            if det_used:
-                d = self.denoise(z * det_scale[k].view(-1, 1, 1, 1), det_level[k], prior=det_prior)
-            else:
-                d = z
-            x_hat = self.denoise(x, sig[k]) if sto_used else z
-            _, rho, step = rdmd_weights(lam, tau, sigma_img, sig[k])
+        x = None  # the diffusion state: from iteration k0 on
+        for k in range(self._first(det_used), N - 1):
+            if k == k0:
+                x = z + sig[k] * randn(z.shape, generator, z)
+            d = self.denoise(z * det_scale[k].view(-1, 1, 1, 1), det_level[k], prior=det_prior) if det_used else z
+            sto = sto_used and x is not None
+            x_hat = self.denoise(x, sig[k]) if sto else z
+            rho = rdmd_weights(lam, tau, sigma_img, sig[k])[1] if sto else 0.0  # no diffusion state before k0
+            step = 1.0 / (1.0 + mu + rho)
             # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), fewer full-size ops
             z_new = step * (z - ls_gradient(z, y, operator) + mu * d + rho * x_hat)
             if prox is not None:
@@ -312,8 +332,12 @@ class RDMD(Sampler):
                 safe = w.clamp_min(torch.finfo(z.dtype).tiny)
                 exact = operator.prox_l2((mu * d + rho * x_hat) / safe, y, 1.0 / safe)
                 z_new = torch.where(prox & (w > 0), exact, z_new)
-            x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
+            if x is not None:
+                x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
             z = z_new
         if p["output"] == "x0":
+            x = z + sig[k0] * randn(z.shape, generator, z) if x is None else x  # k0 = N - 1: no iteration ran
             return self.denoise(x, sig[N - 1])
+        if p["output"] == "d":
+            return self.denoise(z * det_scale[N - 1].view(-1, 1, 1, 1), det_level[N - 1], prior=det_prior)
         return z
