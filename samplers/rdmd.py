@@ -186,6 +186,13 @@ class RDMD(Sampler):
         Param("init", str, "auto", "initialisation of z", choices=_INITS),
         Param("sf", int, None, "SR factor of the sigma' schedule end (None: inferred)", low=1, optional=True),
         Param(
+            "red_weight",
+            str,
+            "constant",
+            "RED weight mu: constant lambda (1 - tau) sigma_y^2 (paper) or times (sigma'_0 / sigma'_k)^2 (sigma)",
+            choices=("constant", "sigma"),
+        ),
+        Param(
             "truncate",
             str,
             "all",
@@ -208,6 +215,20 @@ class RDMD(Sampler):
         "deblur": Preset(
             "RDMD official code defaults (rdmd_deblur.py): FFHQ/ImageNet Gaussian/motion deblur, sigma_y 0.05",
             {"lambda_": 20.0, "tau": 0.5, "zeta": 0.3, "steps": 100, "output": "x0", "init": "y"},
+        ),
+        "denoiser": Preset(
+            "zsir's variant for Gaussian-denoiser priors (the built-in prior, FFDNet), not the paper's: exact data "
+            "step, RED weight grown like PnP's, deterministic iterations kept under truncation, output d; tau 0 "
+            "(pd moves it), measured in BENCHMARKS.md",
+            {
+                "lambda_": 5.0,
+                "tau": 0.0,
+                "steps": 30,
+                "output": "d",
+                "data_step": "prox",
+                "red_weight": "sigma",
+                "truncate": "stochastic",
+            },
         ),
     }
 
@@ -258,8 +279,9 @@ class RDMD(Sampler):
             return informative_start(y, operator, sigma_y)
         return operator.pinv(y, sigma_y**2)
 
-    def _det_levels(self, sigma_img: Tensor, sf: int, det_prior: Prior) -> tuple[Tensor, Tensor]:
-        """Per-iteration, per-sample level ``(N, B)`` (model units) and input scale of the deterministic branch."""
+    def _det_levels(self, sigma_img: Tensor, sf: int, det_prior: Prior) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-iteration, per-sample ``(N, B)`` level (model units), input scale and RED-weight factor of the
+        deterministic branch (the factor is 1, or ``(sigma'_0 / sigma'_k)^2`` for ``red_weight="sigma"``)."""
         N = self.steps
         s = units.sigma_to_model(np.stack([_det_sigmas(N, float(v), sf) for v in sigma_img.flatten()], 1))
         if det_prior.alphas_cumprod is not None:
@@ -271,7 +293,8 @@ class RDMD(Sampler):
         else:
             level, scale = s, np.ones_like(s)
         as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)).to(sigma_img)  # noqa: E731
-        return as_t(level), as_t(scale)
+        red = (s[:1] / s) ** 2 if self.params["red_weight"] == "sigma" else np.ones_like(s)
+        return as_t(level), as_t(scale), as_t(red)
 
     def _prox_mask(self, sigma_img: Tensor) -> Tensor | None:
         """Per-sample ``(B, 1, 1, 1)`` choice of the exact data step (``None``: the gradient step for all)."""
@@ -311,7 +334,7 @@ class RDMD(Sampler):
         if self._bar is not None:
             self._bar.total = self._calls(det_used)
         if det_used or p["output"] == "d":
-            det_level, det_scale = self._det_levels(sigma_img, sf, det_prior)
+            det_level, det_scale, red = self._det_levels(sigma_img, sf, det_prior)
 
         N, k0 = self.steps, self._start
         sig = [float(self._sig[t]) for t in self._t]
@@ -324,13 +347,14 @@ class RDMD(Sampler):
             sto = sto_used and x is not None
             x_hat = self.denoise(x, sig[k]) if sto else z
             rho = rdmd_weights(lam, tau, sigma_img, sig[k])[1] if sto else 0.0  # no diffusion state before k0
-            step = 1.0 / (1.0 + mu + rho)
+            mu_k = mu * red[k].view(-1, 1, 1, 1) if det_used else mu
+            step = 1.0 / (1.0 + mu_k + rho)
             # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), fewer full-size ops
-            z_new = step * (z - ls_gradient(z, y, operator) + mu * d + rho * x_hat)
+            z_new = step * (z - ls_gradient(z, y, operator) + mu_k * d + rho * x_hat)
             if prox is not None:
-                w = mu + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
+                w = mu_k + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
                 safe = w.clamp_min(torch.finfo(z.dtype).tiny)
-                exact = operator.prox_l2((mu * d + rho * x_hat) / safe, y, 1.0 / safe)
+                exact = operator.prox_l2((mu_k * d + rho * x_hat) / safe, y, 1.0 / safe)
                 z_new = torch.where(prox & (w > 0), exact, z_new)
             if x is not None:
                 x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
