@@ -20,7 +20,8 @@ prior terms come from the same diffusion model used in two ways (all images VE, 
 factor 2), converted from the model-unit input with :func:`zsir.units.sigma_to_image`; ``sigma_t`` is the VE
 level of timestep ``t_k``. The noise estimate of the re-noising uses the **updated** ``z``. The last iteration
 has no data step; the output is ``z`` (``output="z"``, default, ``rdmd_sr.py``) or the last ``x_hat``
-(``output="x0"``, ``rdmd_deblur.py``).
+(``output="x0"``, ``rdmd_deblur.py``); zsir adds ``output="d"``, the deterministic estimate
+``D(z, sigma'_{N-1})`` of the last ``z`` (one more call).
 
 The VP network call of the paper, ``D_theta(v, t)``, is ``prior.denoise(v / sqrt(abar_t), sigma_t)``; the
 diffusion state ``x`` is kept in VE form so the ``sqrt(abar)`` factors cancel. The deterministic branch feeds
@@ -46,18 +47,28 @@ which keeps ``A z = y`` on the observed part and takes the prior's estimate on t
 ``"auto"`` (default) uses it for noiseless samples only, so the paper's noisy settings are unchanged;
 ``"gradient"`` everywhere warns on a noiseless sample.
 
+**Gaussian-denoiser priors** (zsir's variant, not the paper's: docs/samplers/rdmd.md, "RDMD with a denoiser
+prior"). With the paper's weights ``mu = 0.025`` the RED pull is about 2 % per iteration, so ``z`` keeps most of the
+measurement noise (denoising: z is nearly ``y``), and one gradient step per iteration recovers a frequency of a blur
+only in proportion to ``|K|^2`` (motion blur: most frequencies have ``|K| < 0.1``). ``red_weight="sigma"`` grows the
+RED weight like PnP's, ``mu_k = mu (sigma'_0 / sigma'_k)^2``; ``truncate="stochastic"`` keeps the deterministic
+branch and the data step of the iterations a truncated prior cannot take (the stochastic branch, whose weight
+``rho`` is negligible there, joins at ``k0``); the preset ``"denoiser"`` combines them with the exact data step and
+``output="d"`` (``lambda_ = 5``, ``tau = 0``, 30 steps).
+
 **Perception-distortion knob.** ``tau = pd``: 0 = deterministic RED branch only (lowest distortion), 1 =
 stochastic branch only (DiffPIR-like, most perceptual).
 
 **NFE.** Two prior calls per iteration, minus the calls whose result is unused: ``2N - 2`` for ``output="z"``
-(both calls of the last iteration), ``2N - 1`` for ``output="x0"``. A branch whose weight is zero for the whole
-batch is not evaluated and not counted: ``tau = 1`` or ``sigma_y = 0`` gives ``mu = 0`` (the deterministic
+(both calls of the last iteration), ``2N - 1`` for ``output="x0"`` or ``"d"``. A branch whose weight is zero for the
+whole batch is not evaluated and not counted: ``tau = 1`` or ``sigma_y = 0`` gives ``mu = 0`` (the deterministic
 branch disappears: noiseless RDMD is a DiffPIR-like sampler), ``tau = 0`` gives ``rho = 0`` (only the final
 ``x_hat`` of ``output="x0"`` is evaluated).
 
 **Start truncation.** A prior whose ``sigma_max`` is below ``sigma_{t_0}`` (e.g. a denoiser prior) starts at the
-first iteration whose level it covers (:func:`~zsir.samplers.schedules.truncate_to_prior`), from the informative
-initialisation ``x = z0 + sigma n``.
+first iteration ``k0`` whose level it covers (:func:`~zsir.samplers.schedules.truncate_to_prior`), from the
+informative initialisation ``x = z0 + sigma n`` (``truncate="all"``, default); ``truncate="stochastic"`` starts only
+the stochastic branch there and runs the deterministic one and the data step from ``k = 0``.
 
 **Initialisation** (``init``): ``"auto"`` (default) reproduces the official scripts' ``z`` where they apply and
 falls back to the shared informative start otherwise: bicubic up-sampling of ``y`` when ``y`` is the image
