@@ -308,3 +308,9 @@ def test_prior_valued_param_is_loaded_by_name_and_recorded(tmp_path, astro, caps
     assert rc == 2 and "--param deterministic_prior" in err and "Traceback" not in err
     rc = main(argv[:-3] + ["--param", "deterministic_prior=3", "-o", str(tmp_path / "num")])  # not a name
     assert rc == 2 and "deterministic_prior: expected a Prior" in capsys.readouterr().err
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes(astro.read_bytes())
+    bench = ["bench", "--dataset", str(data), "--tasks", "denoise", "--samplers", "rdmd", "--steps", "3"]
+    rc = main(bench + ["--param", "deterministic_prior=builtin", "-o", str(tmp_path / "b"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
