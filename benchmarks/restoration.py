@@ -21,6 +21,16 @@ Examples::
     python benchmarks/restoration.py --datasets ffhq256 --tasks sr4 --pd 0 0.5 1   # rows per pd position
     python benchmarks/restoration.py --prior ffdnet --tasks sr4 gauss motion --pd default 0   # FFDNet prior
     python benchmarks/restoration.py --quick     # two 64x64 skimage crops, 2 tasks, few steps (a smoke test)
+    python benchmarks/restoration.py --samplers pnp rdmd cm4ir --pd default --presets tuned   # + tuned presets
+    python benchmarks/restoration.py --samplers rdmd --det-prior ffdnet   # + RDMD rows with FFDNet deterministic
+    python benchmarks/restoration.py --samplers rdmd --param rdmd.output=d rdmd.tau=0   # hyperparameters
+
+Settings per sampler: one row per ``--pd`` position, one per ``--presets`` entry (``tuned`` is the sampler's
+``tuned-TASK`` preset for the built-in prior, ``tuned-PRIOR-TASK`` for another prior; any other name is a preset
+of the samplers that have it, ``NAME:PD`` at that pd; a sampler without the preset gets no row, with a note) and,
+for RDMD, a copy of every row but the tuned ones per ``--det-prior`` (the paper's dual-network variant:
+``--prior`` drives the stochastic branch, that prior the deterministic one; labelled ``... det=PRIOR``).
+``--param SAMPLER.KEY=VALUE`` applies to that sampler's ``--pd`` rows.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ SIGMA_Y = {
     "inpaint-random:0.8": 0.0,
 }
 ALL_TASKS = list(SIGMA_Y)
+PRESET_TASK = {"deblur-gauss-circular": "deblur-gauss", "inpaint-random:0.8": "inpaint-random"}  # tuned-* names
 
 
 def make_task(name: str, hw: tuple[int, int], seed: int = 0) -> ops.LinearOperator:
@@ -119,11 +130,35 @@ def metrics(out: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
     }
 
 
+def settings(args, sampler: str, task: str) -> list[tuple[str, dict]]:
+    """``(label, solve keyword arguments)`` of every row of ``sampler`` on ``task`` (see the module docstring)."""
+    from zsir.samplers import SAMPLERS
+
+    params = {k.split(".", 1)[1]: v for k, v in args.param if k.split(".", 1)[0] == sampler}
+    out = [(sampler if pd is None else f"{sampler} pd={pd:g}", {"pd": pd, **params}) for pd in args.pd]
+    for spec in args.presets:
+        name, _, pd = spec.partition(":")
+        presets = SAMPLERS.get(sampler).presets
+        if name == "tuned":
+            base = PRESET_TASK.get(task, task)
+            name = f"tuned-{base}" if args.prior == "builtin" else f"tuned-{args.prior}-{base}"
+        if name not in presets:
+            print(f"note: {sampler} has no preset {name!r}: no such row on {task}", file=sys.stderr)
+            continue
+        label = f"{sampler} {name}" + (f" pd={pd}" if pd else "")
+        out.append((label, {"preset": name, "pd": float(pd) if pd else None}))
+    if sampler == "rdmd":
+        out += [(f"{label} det={n}", {**kw, "deterministic_prior": det}) for n, det in args.det_priors.items()
+                for label, kw in list(out) if "tuned" not in label]  # fmt: skip
+    return out
+
+
 def run(args) -> list[dict]:
     torch.set_num_threads(args.threads)
     from zsir.samplers import SAMPLERS
 
     prior = zsir.load_prior(args.prior)
+    args.det_priors = {name: zsir.load_prior(name) for name in args.det_prior}
     known = set(SAMPLERS.names())
     samplers = [s for s in args.samplers if s in known]
     missing = [s for s in args.samplers if s not in known]
@@ -143,28 +178,28 @@ def run(args) -> list[dict]:
             results = {}
             for name, est in baselines(task, op, y, sigma_y).items():
                 results[name] = {**metrics(est, clean), "nfe": 0, "seconds": 0.0}
-            for s, pd in [(s, pd) for s in samplers for pd in args.pd]:
-                steps = args.steps or dict(args.sampler_steps).get(s)
-                kw = {"steps": steps} if steps else {}
-                t = time.perf_counter()
-                try:
-                    res = zsir.solve(
-                        y,
-                        op,
-                        sampler=s,
-                        prior=prior,
-                        sigma_y=sigma_y or None,
-                        pd=pd,
-                        generator=args.seed,
-                        progress=False,
-                        return_result=True,
-                        **kw,
-                    )
-                except TypeError as err:  # e.g. DDRM needs an SVD operator; circular blurs are FFT operators
-                    print(f"note: {s} skipped on {task}: {err}", file=sys.stderr)
-                    continue
-                label = s if pd is None else f"{s} pd={pd:g}"
-                results[label] = {**metrics(res.x, clean), "nfe": res.nfe, "seconds": time.perf_counter() - t}
+            for s in samplers:
+                for label, kw in settings(args, s, task):
+                    steps = args.steps or dict(args.sampler_steps).get(s)
+                    if steps:
+                        kw = {"steps": steps, **kw}
+                    t = time.perf_counter()
+                    try:
+                        res = zsir.solve(
+                            y,
+                            op,
+                            sampler=s,
+                            prior=prior,
+                            sigma_y=sigma_y or None,
+                            generator=args.seed,
+                            progress=False,
+                            return_result=True,
+                            **kw,
+                        )
+                    except TypeError as err:  # e.g. DDRM needs an SVD operator; circular blurs are FFT operators
+                        print(f"note: {s} skipped on {task}: {err}", file=sys.stderr)
+                        continue
+                    results[label] = {**metrics(res.x, clean), "nfe": res.nfe, "seconds": time.perf_counter() - t}
             for m, r in results.items():
                 a = acc.setdefault(m, dict.fromkeys(r, 0.0))
                 for k, v in r.items():
@@ -172,7 +207,7 @@ def run(args) -> list[dict]:
         for m, a in acc.items():
             rows.append({"task": task, "sigma_y": sigma_y, "method": m, "images": len(images), **a})
             print(
-                f"{task:9s} {m:8s} PSNR {a['psnr']:6.2f} SSIM {a['ssim']:.4f} HaarPSI {a['haarpsi']:.4f} "
+                f"{task:9s} {m:16s} PSNR {a['psnr']:6.2f} SSIM {a['ssim']:.4f} HaarPSI {a['haarpsi']:.4f} "
                 f"NFE {a['nfe']:5.0f} {a['seconds']:7.2f} s/img",
                 flush=True,
             )
@@ -194,6 +229,16 @@ def _name_int(spec: str) -> tuple[str, int]:
     if not n.isdigit():
         raise argparse.ArgumentTypeError(f"expected NAME=STEPS, got {spec!r}")
     return name, int(n)
+
+
+def _sampler_param(spec: str) -> tuple[str, object]:
+    key, sep, value = spec.partition("=")
+    if not sep or "." not in key:
+        raise argparse.ArgumentTypeError(f"expected SAMPLER.KEY=VALUE (e.g. rdmd.tau=0), got {spec!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _pd(spec: str) -> float | None:
@@ -234,6 +279,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=[None],
         help="perception-distortion positions to run every sampler at, 'default' for each sampler's defaults "
         "(the default); rows are labelled 'NAME pd=P'",
+    )
+    p.add_argument(
+        "--presets",
+        nargs="*",
+        default=[],
+        help="named settings to run every sampler at besides --pd: 'tuned' (the sampler's tuned-TASK preset) or "
+        "a preset name; rows are labelled 'NAME PRESET'",
+    )
+    p.add_argument(
+        "--det-prior",
+        nargs="*",
+        default=[],
+        metavar="PRIOR",
+        help="extra RDMD rows with this prior in the deterministic branch ('rdmd det=PRIOR'; dual-network variant)",
+    )
+    p.add_argument(
+        "--param",
+        nargs="*",
+        default=[],
+        type=_sampler_param,
+        metavar="SAMPLER.KEY=VALUE",
+        help="a hyperparameter of one sampler for its --pd and --det-prior rows (JSON value or string)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

@@ -20,7 +20,8 @@ prior terms come from the same diffusion model used in two ways (all images VE, 
 factor 2), converted from the model-unit input with :func:`zsir.units.sigma_to_image`; ``sigma_t`` is the VE
 level of timestep ``t_k``. The noise estimate of the re-noising uses the **updated** ``z``. The last iteration
 has no data step; the output is ``z`` (``output="z"``, default, ``rdmd_sr.py``) or the last ``x_hat``
-(``output="x0"``, ``rdmd_deblur.py``).
+(``output="x0"``, ``rdmd_deblur.py``); zsir adds ``output="d"``, the deterministic estimate
+``D(z, sigma'_{N-1})`` of the last ``z`` (one more call).
 
 The VP network call of the paper, ``D_theta(v, t)``, is ``prior.denoise(v / sqrt(abar_t), sigma_t)``; the
 diffusion state ``x`` is kept in VE form so the ``sqrt(abar)`` factors cancel. The deterministic branch feeds
@@ -46,18 +47,28 @@ which keeps ``A z = y`` on the observed part and takes the prior's estimate on t
 ``"auto"`` (default) uses it for noiseless samples only, so the paper's noisy settings are unchanged;
 ``"gradient"`` everywhere warns on a noiseless sample.
 
+**Gaussian-denoiser priors** (zsir's variant, not the paper's: docs/samplers/rdmd.md, "RDMD with a denoiser
+prior"). With the paper's weights ``mu = 0.025`` the RED pull is about 2 % per iteration, so ``z`` keeps most of the
+measurement noise (denoising: z is nearly ``y``), and one gradient step per iteration recovers a frequency of a blur
+only in proportion to ``|K|^2`` (motion blur: most frequencies have ``|K| < 0.1``). ``red_weight="sigma"`` grows the
+RED weight like PnP's, ``mu_k = mu (sigma'_0 / sigma'_k)^2``; ``truncate="stochastic"`` keeps the deterministic
+branch and the data step of the iterations a truncated prior cannot take (the stochastic branch, whose weight
+``rho`` is negligible there, joins at ``k0``); the preset ``"denoiser"`` combines them with the exact data step and
+``output="d"`` (``lambda_ = 5``, ``tau = 0``, 30 steps).
+
 **Perception-distortion knob.** ``tau = pd``: 0 = deterministic RED branch only (lowest distortion), 1 =
 stochastic branch only (DiffPIR-like, most perceptual).
 
 **NFE.** Two prior calls per iteration, minus the calls whose result is unused: ``2N - 2`` for ``output="z"``
-(both calls of the last iteration), ``2N - 1`` for ``output="x0"``. A branch whose weight is zero for the whole
-batch is not evaluated and not counted: ``tau = 1`` or ``sigma_y = 0`` gives ``mu = 0`` (the deterministic
+(both calls of the last iteration), ``2N - 1`` for ``output="x0"`` or ``"d"``. A branch whose weight is zero for the
+whole batch is not evaluated and not counted: ``tau = 1`` or ``sigma_y = 0`` gives ``mu = 0`` (the deterministic
 branch disappears: noiseless RDMD is a DiffPIR-like sampler), ``tau = 0`` gives ``rho = 0`` (only the final
 ``x_hat`` of ``output="x0"`` is evaluated).
 
 **Start truncation.** A prior whose ``sigma_max`` is below ``sigma_{t_0}`` (e.g. a denoiser prior) starts at the
-first iteration whose level it covers (:func:`~zsir.samplers.schedules.truncate_to_prior`), from the informative
-initialisation ``x = z0 + sigma n``.
+first iteration ``k0`` whose level it covers (:func:`~zsir.samplers.schedules.truncate_to_prior`), from the
+informative initialisation ``x = z0 + sigma n`` (``truncate="all"``, default); ``truncate="stochastic"`` starts only
+the stochastic branch there and runs the deterministic one and the data step from ``k = 0``.
 
 **Initialisation** (``init``): ``"auto"`` (default) reproduces the official scripts' ``z`` where they apply and
 falls back to the shared informative start otherwise: bicubic up-sampling of ``y`` when ``y`` is the image
@@ -168,7 +179,13 @@ class RDMD(Sampler):
             high=1.0,
             search=(0.0, 1.0),
         ),
-        Param("output", str, "z", "restoration variable z or the last stochastic-branch estimate", choices=("z", "x0")),
+        Param(
+            "output",
+            str,
+            "z",
+            "restoration variable z, the last stochastic-branch estimate x0, or the last deterministic estimate d",
+            choices=("z", "x0", "d"),
+        ),
         Param(
             "det_input_scaling",
             str,
@@ -179,6 +196,20 @@ class RDMD(Sampler):
         Param("deterministic_prior", Prior, None, "prior of the deterministic branch (None: the same)", optional=True),
         Param("init", str, "auto", "initialisation of z", choices=_INITS),
         Param("sf", int, None, "SR factor of the sigma' schedule end (None: inferred)", low=1, optional=True),
+        Param(
+            "red_weight",
+            str,
+            "constant",
+            "RED weight mu: constant lambda (1 - tau) sigma_y^2 (paper) or times (sigma'_0 / sigma'_k)^2 (sigma)",
+            choices=("constant", "sigma"),
+        ),
+        Param(
+            "truncate",
+            str,
+            "all",
+            "prior range below sigma_t0: skip whole iterations (all) or only the stochastic branch's (stochastic)",
+            choices=("all", "stochastic"),
+        ),
         Param(
             "data_step",
             str,
@@ -196,6 +227,20 @@ class RDMD(Sampler):
             "RDMD official code defaults (rdmd_deblur.py): FFHQ/ImageNet Gaussian/motion deblur, sigma_y 0.05",
             {"lambda_": 20.0, "tau": 0.5, "zeta": 0.3, "steps": 100, "output": "x0", "init": "y"},
         ),
+        "denoiser": Preset(
+            "zsir's variant for Gaussian-denoiser priors (the built-in prior, FFDNet), not the paper's: exact data "
+            "step, RED weight grown like PnP's, deterministic iterations kept under truncation, output d; tau 0 "
+            "(pd moves it), measured in BENCHMARKS.md",
+            {
+                "lambda_": 5.0,
+                "tau": 0.0,
+                "steps": 30,
+                "output": "d",
+                "data_step": "prox",
+                "red_weight": "sigma",
+                "truncate": "stochastic",
+            },
+        ),
     }
 
     def __init__(self, prior: Prior, *, steps: int | None = None, progress: bool = True, **hyperparameters):
@@ -206,13 +251,19 @@ class RDMD(Sampler):
         self._start = truncate_to_prior(self._sig[self._t], prior.sigma_max)
 
     # ----- NFE ------------------------------------------------------------------------------------------------
+    def _first(self, det_used: bool) -> int:
+        """First iteration run: the truncated start ``k0``, or 0 with ``truncate="stochastic"`` (deterministic
+        branch and data step from the first iteration on, the stochastic branch from ``k0``)."""
+        return 0 if self.params["truncate"] == "stochastic" and det_used else self._start
+
     def _calls(self, det_used: bool) -> int:
-        iters = self.steps - self._start
-        sto_used = self.params["tau"] > 0.0
-        return (iters - 1) * (int(det_used) + int(sto_used)) + int(self.params["output"] == "x0")
+        N, k0, p = self.steps, self._start, self.params
+        det = (N - 1 - self._first(det_used)) if det_used else 0
+        sto = (N - 1 - k0) if p["tau"] > 0.0 else 0
+        return det + sto + int(p["output"] != "z")
 
     def total_nfe(self) -> int:
-        """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
+        """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``, ``"d"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
         return self._calls(det_used=self.params["tau"] < 1.0)
 
     @classmethod
@@ -239,8 +290,9 @@ class RDMD(Sampler):
             return informative_start(y, operator, sigma_y)
         return operator.pinv(y, sigma_y**2)
 
-    def _det_levels(self, sigma_img: Tensor, sf: int, det_prior: Prior) -> tuple[Tensor, Tensor]:
-        """Per-iteration, per-sample level ``(N, B)`` (model units) and input scale of the deterministic branch."""
+    def _det_levels(self, sigma_img: Tensor, sf: int, det_prior: Prior) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-iteration, per-sample ``(N, B)`` level (model units), input scale and RED-weight factor of the
+        deterministic branch (the factor is 1, or ``(sigma'_0 / sigma'_k)^2`` for ``red_weight="sigma"``)."""
         N = self.steps
         s = units.sigma_to_model(np.stack([_det_sigmas(N, float(v), sf) for v in sigma_img.flatten()], 1))
         if det_prior.alphas_cumprod is not None:
@@ -252,7 +304,8 @@ class RDMD(Sampler):
         else:
             level, scale = s, np.ones_like(s)
         as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)).to(sigma_img)  # noqa: E731
-        return as_t(level), as_t(scale)
+        red = (s[:1] / s) ** 2 if self.params["red_weight"] == "sigma" else np.ones_like(s)
+        return as_t(level), as_t(scale), as_t(red)
 
     def _prox_mask(self, sigma_img: Tensor) -> Tensor | None:
         """Per-sample ``(B, 1, 1, 1)`` choice of the exact data step (``None``: the gradient step for all)."""
@@ -291,29 +344,35 @@ class RDMD(Sampler):
         prox = self._prox_mask(sigma_img)
         if self._bar is not None:
             self._bar.total = self._calls(det_used)
-        if det_used:
-            det_level, det_scale = self._det_levels(sigma_img, sf, det_prior)
+        if det_used or p["output"] == "d":
+            det_level, det_scale, red = self._det_levels(sigma_img, sf, det_prior)
 
         N, k0 = self.steps, self._start
         sig = [float(self._sig[t]) for t in self._t]
         z = self._initial_z(y, operator, sigma_y, x_shape, sf)
-        x = z + sig[k0] * randn(z.shape, generator, z)
-        for k in range(k0, N - 1):
-            if det_used:
-                d = self.denoise(z * det_scale[k].view(-1, 1, 1, 1), det_level[k], prior=det_prior)
-            else:
-                d = z
-            x_hat = self.denoise(x, sig[k]) if sto_used else z
-            _, rho, step = rdmd_weights(lam, tau, sigma_img, sig[k])
+        x = None  # the diffusion state: from iteration k0 on
+        for k in range(self._first(det_used), N - 1):
+            if k == k0:
+                x = z + sig[k] * randn(z.shape, generator, z)
+            d = self.denoise(z * det_scale[k].view(-1, 1, 1, 1), det_level[k], prior=det_prior) if det_used else z
+            sto = sto_used and x is not None
+            x_hat = self.denoise(x, sig[k]) if sto else z
+            rho = rdmd_weights(lam, tau, sigma_img, sig[k])[1] if sto else 0.0  # no diffusion state before k0
+            mu_k = mu * red[k].view(-1, 1, 1, 1) if det_used else mu
+            step = 1.0 / (1.0 + mu_k + rho)
             # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), fewer full-size ops
-            z_new = step * (z - ls_gradient(z, y, operator) + mu * d + rho * x_hat)
+            z_new = step * (z - ls_gradient(z, y, operator) + mu_k * d + rho * x_hat)
             if prox is not None:
-                w = mu + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
+                w = mu_k + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
                 safe = w.clamp_min(torch.finfo(z.dtype).tiny)
-                exact = operator.prox_l2((mu * d + rho * x_hat) / safe, y, 1.0 / safe)
+                exact = operator.prox_l2((mu_k * d + rho * x_hat) / safe, y, 1.0 / safe)
                 z_new = torch.where(prox & (w > 0), exact, z_new)
-            x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
+            if x is not None:
+                x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
             z = z_new
         if p["output"] == "x0":
+            x = z + sig[k0] * randn(z.shape, generator, z) if x is None else x  # k0 = N - 1: no iteration ran
             return self.denoise(x, sig[N - 1])
+        if p["output"] == "d":
+            return self.denoise(z * det_scale[N - 1].view(-1, 1, 1, 1), det_level[N - 1], prior=det_prior)
         return z

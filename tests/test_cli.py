@@ -296,3 +296,24 @@ def test_python_m_zsir_subprocess(tmp_path):
         [sys.executable, "-m", "zsir", "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and zsir.__version__ in proc.stdout
+
+
+def test_prior_valued_param_is_loaded_by_name_and_recorded(tmp_path, astro, capsys):
+    """RDMD's dual-network variant from the CLI: ``--param deterministic_prior=NAME`` loads that prior for the
+    deterministic branch (a bad name is a usage error naming the option) and the JSON records the name."""
+    argv = ["restore", str(astro), "--task", "deblur-gauss", "--simulate", "--sampler", "rdmd", "--steps", "3"]
+    argv += ["--sigma-y", "0.05", "--no-progress", "--param", "deterministic_prior=builtin", "-o"]
+    assert main(argv + [str(tmp_path / "ok")]) == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "ok" / "astro.json").read_text())
+    assert rec["params"]["deterministic_prior"] == "builtin" and rec["nfe"] > 0
+    rc = main(argv[:-3] + ["--param", "deterministic_prior=no-such-prior", "-o", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--param deterministic_prior" in err and "Traceback" not in err
+    rc = main(argv[:-3] + ["--param", "deterministic_prior=3", "-o", str(tmp_path / "num")])  # not a name
+    assert rc == 2 and "deterministic_prior: expected a Prior" in capsys.readouterr().err
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes(astro.read_bytes())
+    bench = ["bench", "--dataset", str(data), "--tasks", "denoise", "--samplers", "rdmd", "--steps", "3"]
+    rc = main(bench + ["--param", "deterministic_prior=builtin", "-o", str(tmp_path / "b"), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err

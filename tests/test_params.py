@@ -24,7 +24,7 @@ BAD = [
     ("rdmd", "zeta", -0.1, "rdmd: hyperparameter zeta: expected a number in [0, 1], got -0.1"),
     ("rdmd", "lambda_", -1, "rdmd: hyperparameter lambda_: expected a number >= 0, got -1"),
     ("rdmd", "lambda_", "ten", "rdmd: hyperparameter lambda_: expected a number >= 0, got 'ten'"),
-    ("rdmd", "output", "x", "rdmd: hyperparameter output: expected one of 'z', 'x0', got 'x'"),
+    ("rdmd", "output", "x", "rdmd: hyperparameter output: expected one of 'z', 'x0', 'd', got 'x'"),
     (
         "rdmd",
         "det_input_scaling",
@@ -88,6 +88,8 @@ def test_every_sampler_parameter_is_declared_with_doc_and_valid_default():
             "init",
             "sf",
             "data_step",
+            "red_weight",
+            "truncate",
         },
         "cm4ir": {
             "iN",

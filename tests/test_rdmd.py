@@ -168,6 +168,54 @@ def test_start_truncation_to_prior_sigma_max():
     assert s.nfe == 20 - k0 - 1 and max(float(c[1].max()) for c in prior.calls) <= 1.0
 
 
+def test_output_d_returns_the_deterministic_estimate_of_the_last_z():
+    """``output="d"`` = D(z_final, sigma'_{N-1}): one more deterministic call on the z that ``output="z"`` returns,
+    at the end of the DPIR schedule, max(1, 255 sigma_y) / 255 = 0.05 in [0, 1] units (sigma_y 0.1 in model
+    units), i.e. 0.1 in model units."""
+    op, y = _op(), _y(_op())
+    z = RDMD(Recorder(), steps=10, progress=False)(y, op, _sig(0.1), torch.Generator().manual_seed(0))
+    prior = Recorder()
+    s = RDMD(prior, steps=10, progress=False, output="d")
+    assert s.total_nfe() == 2 * 10 - 1
+    out = s(y, op, _sig(0.1), torch.Generator().manual_seed(0))
+    x_in, level, d = prior.calls[-1]
+    assert s.nfe == len(prior.calls) == 2 * 10 - 1 and float(level) == pytest.approx(0.1, rel=1e-5)
+    torch.testing.assert_close(x_in, z)
+    torch.testing.assert_close(out, d)
+
+
+def test_red_weight_sigma_grows_mu_like_pnp():
+    """``red_weight="sigma"``: mu_k = lambda (1 - tau) sigma_y^2 (sigma'_0 / sigma'_k)^2. N = 3, sigma_y = 0.05
+    ([0, 1] units): sigma' = 49, sqrt(49 * 12.75), 12.75 (/255), so the second update has mu * 49 / 12.75; with
+    A = I and tau = 0 it is z = (y + mu_k d) / (1 + mu_k) exactly."""
+    prior = Recorder(v=0.3)
+    identity = LinearOperator.from_function(lambda x: x, (1, 4, 4), At=lambda y: y)
+    y = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = RDMD(prior, steps=3, progress=False, init="pinv", lambda_=40.0, tau=0.0, red_weight="sigma")
+    z = s(y, identity, _sig(0.1), torch.Generator().manual_seed(3))
+    mu = 40.0 * 0.05**2 * 49 / 12.75
+    torch.testing.assert_close(z, (y + mu * prior.calls[1][2]) / (1 + mu))
+
+
+def test_truncate_stochastic_keeps_the_deterministic_iterations():
+    """``truncate="stochastic"``: a prior covering sigma_t <= 1 (k0 = 11 of 20, test above) skips only the
+    stochastic branch of the first k0 iterations; the deterministic branch runs all N - 1 data steps, from
+    sigma'_0 = 2 * 49 / 255 (model units)."""
+    op, diffusion, denoiser = _op(), Recorder(sigma_max=1.0), Recorder(v=0.1)
+    s = RDMD(diffusion, steps=20, progress=False, deterministic_prior=denoiser, truncate="stochastic")
+    assert s.total_nfe() == 19 + 8
+    s(_y(op), op, _sig(0.1), torch.Generator().manual_seed(0))
+    assert len(denoiser.calls) == 19 and len(diffusion.calls) == 20 - 11 - 1 and s.nfe == 27
+    assert float(denoiser.calls[0][1]) == pytest.approx(2 * 49 / 255, rel=1e-5)
+    assert max(float(c[1].max()) for c in diffusion.calls) <= 1.0
+    # without truncation of the prior's range the option changes nothing
+    outs = [
+        RDMD(Recorder(), steps=8, progress=False, truncate=t)(_y(op), op, _sig(0.1), torch.Generator().manual_seed(0))
+        for t in ("all", "stochastic")
+    ]
+    torch.testing.assert_close(outs[0], outs[1])
+
+
 def test_bad_hyperparameters():
     with pytest.raises(ValueError, match="tau"):
         RDMD(Recorder(), tau=1.5)
@@ -183,6 +231,9 @@ def test_pd_mapping_and_presets():
     assert RDMD.pd_params(0.3) == {"tau": 0.3}
     assert RDMD.preset("sr").params["zeta"] == 0.0 and RDMD.preset("deblur").params["zeta"] == 0.3
     assert "rdmd_sr.py" in RDMD.preset("sr").description
+    denoiser = RDMD.preset("denoiser").params  # zsir's variant, labelled as such (docs/samplers/rdmd.md)
+    assert "not the paper's" in RDMD.preset("denoiser").description
+    assert denoiser["output"] == "d" and denoiser["data_step"] == "prox" and denoiser["red_weight"] == "sigma"
 
 
 # ----- exact Gaussian problems ------------------------------------------------------------------------------

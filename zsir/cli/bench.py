@@ -30,6 +30,7 @@ from zsir.cli.common import (
     check_params,
     images_in,
     load_prior,
+    load_prior_params,
     positive_int,
     sampler_class,
     score,
@@ -100,6 +101,8 @@ def run(args) -> int:
     pd = 0.5 if args.pd is None else args.pd
     procs = distributed.processes(args)
     device = procs.device
+    for name in samplers:  # every sampler accepts each --param (checked above): load prior-valued ones once
+        params = load_prior_params(sampler_class(name), params, device, args.dtype)[0]
     setup = Setup("", load_prior(args.prior, device, args.dtype, args.prior_config), args.prior, device, params)
 
     jobs = [(t, s, i) for t in range(len(tasks)) for s in range(len(samplers)) for i in range(len(images))]

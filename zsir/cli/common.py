@@ -8,7 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,9 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a sampler hyperparameter (paper symbol), e.g. --param lambda_=10; repeatable (default: none)",
+        help="a sampler hyperparameter (paper symbol), e.g. --param lambda_=10; a prior-valued one takes a prior "
+        "name, path or Hub id like --prior, e.g. --param deterministic_prior=ffdnet (RDMD); repeatable "
+        "(default: none)",
     )
     p.add_argument(
         "--tile",
@@ -182,6 +184,7 @@ class Setup:
     prior_name: str
     device: torch.device
     params: dict[str, Any]
+    param_names: dict[str, str] = field(default_factory=dict)  # prior-valued --param as given (for the JSON)
 
 
 def sampler_class(name: str):
@@ -193,7 +196,17 @@ def sampler_class(name: str):
         raise UsageError(str(err)) from None
 
 
+def prior_params(sampler_cls) -> set[str]:
+    """Names of the sampler's hyperparameters that take a :class:`~zsir.priors.Prior` (e.g. RDMD's
+    ``deterministic_prior``): on the command line they take a prior name, path or Hub id."""
+    from zsir.priors.base import Prior
+
+    return {n for n, p in sampler_cls.schema.items() if isinstance(p.type, type) and issubclass(p.type, Prior)}
+
+
 def check_params(sampler_cls, params: dict[str, Any], preset: str | None) -> None:
+    """Usage errors for unknown or invalid ``--param`` values (a prior-valued one is checked when it is loaded)."""
+    named = {k for k, v in params.items() if k in prior_params(sampler_cls) and isinstance(v, str)}
     for key in params:
         if key not in sampler_cls.hyperparameters:
             known = sorted(sampler_cls.hyperparameters)
@@ -202,7 +215,7 @@ def check_params(sampler_cls, params: dict[str, Any], preset: str | None) -> Non
                 f"{suggest(key, known)}"
             )
     try:
-        sampler_cls.check_params(params)
+        sampler_cls.check_params({k: v for k, v in params.items() if k not in named})
     except ValueError as err:
         raise UsageError(f"--param: {err}") from None
     if preset is not None:
@@ -243,17 +256,28 @@ def device_from(name: str) -> torch.device:
     return device
 
 
-def load_prior(name: str, device: torch.device, dtype: str, config: str | None = None):
-    """``zsir.load_prior`` for the CLI: bad names, missing files and missing ``--prior-config`` are usage errors."""
+def load_prior(name: str, device: torch.device, dtype: str, config: str | None = None, option: str = "--prior"):
+    """``zsir.load_prior`` for the CLI: bad names, missing files and missing ``--prior-config`` are usage errors
+    (naming ``option``)."""
     from zsir.priors import load_prior
 
     kwargs = {} if config is None else {"config": config}
     try:
         prior = load_prior(name, device=device, **kwargs)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        raise UsageError(f"--prior: {err}") from None
+        raise UsageError(f"{option}: {err}") from None
     prior.autocast_dtype = None if dtype == "float32" else DTYPES[dtype]  # weights stay float32 (autocast)
     return prior
+
+
+def load_prior_params(
+    sampler_cls, params: dict[str, Any], device: torch.device, dtype: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``params`` with every prior-valued ``--param`` given by name (``deterministic_prior=ffdnet``) replaced by the
+    loaded prior (same device and ``--dtype`` as ``--prior``), and ``{key: name}`` of those for the JSON record."""
+    names = {k: v for k, v in params.items() if k in prior_params(sampler_cls) and isinstance(v, str)}
+    loaded = {k: load_prior(v, device, dtype, option=f"--param {k}") for k, v in names.items()}
+    return {**params, **loaded}, names
 
 
 def jsonable(v: Any) -> Any:

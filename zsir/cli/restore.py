@@ -54,6 +54,7 @@ from zsir.cli.common import (
     images_in,
     jsonable,
     load_prior,
+    load_prior_params,
     note,
     positive_int,
     sampler_class,
@@ -169,7 +170,7 @@ def _write_set(item: dict[str, Any], samples: Tensor, res, args, task: Task, set
         "device": str(setup.device),
         "dtype": args.dtype,
         "bit_depth": args.bit_depth,
-        "params": jsonable(res.params),
+        "params": jsonable({**res.params, **setup.param_names}),
         "tiling": jsonable(res.tiling),
         "nfe": res.nfe,
         "seconds": res.seconds / batch,
@@ -235,7 +236,8 @@ def run(args) -> int:
     procs.wait()  # every process planned (and cleared its leftovers) and the folder was probed before any writes
     device = procs.device
     prior = load_prior(args.prior, device, args.dtype, args.prior_config)
-    setup = Setup(sampler_cls.name, prior, args.prior, device, params)
+    params, param_names = load_prior_params(sampler_cls, params, device, args.dtype)
+    setup = Setup(sampler_cls.name, prior, args.prior, device, params, param_names)
     try:
         setup.prior.check_tiling(args.tile, args.tile_overlap)
     except ValueError as err:
