@@ -91,3 +91,23 @@ def test_refusing_an_untiled_request_offers_the_tiling_that_fits():
     op = parse_task("sr2").operator((3000, 2000))
     with pytest.raises(memory.MemoryBudgetError, match=r"Options that fit: tiles of 512 px, zsir's choice without"):
         memory.plan(prior, SAMPLERS.get("cm4ir"), op, (1, 3, 3000, 2000), 1, tile=0, max_memory=4.0)
+
+
+def test_default_tile_does_not_depend_on_the_free_memory(monkeypatch):
+    """Without max_memory the tile is the prior's default whatever the machine's load; when the default does not
+    fit the available memory zsir refuses and names the tile and the --max-memory that fit (never shrinks)."""
+    prior = zsir.load_prior("builtin")
+    op = parse_task("sr2").operator((2000, 2000))
+    sampler = SAMPLERS.get("cm4ir")
+    shape = (1, 3, 2000, 2000)
+    default = memory.estimate(prior, sampler, op, shape, 1, 512)
+    small = memory.estimate(prior, sampler, op, shape, 1, 256)
+    assert small < default
+    for free in (10**12, default + 1):
+        monkeypatch.setattr(memory, "available_bytes", lambda device="cpu", free=free: free)
+        got = memory.plan(prior, sampler, op, shape, 1)
+        assert (got.tile, got.overlap, got.budget_source) == (512, 64, "available")
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": (default + small) // 2)
+    with pytest.raises(memory.MemoryBudgetError, match=r"available memory.*--tile 256.*--max-memory \d"):
+        memory.plan(prior, sampler, op, shape, 1)
+    assert memory.plan(prior, sampler, op, shape, 1, max_memory=(default + small) / 2e9).tile == 256
