@@ -305,14 +305,20 @@ class RDMD(Sampler):
                 d = z
             x_hat = self.denoise(x, sig[k]) if sto_used else z
             _, rho, step = rdmd_weights(lam, tau, sigma_img, sig[k])
-            # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), fewer full-size ops
-            z_new = step * (z - ls_gradient(z, y, operator) + mu * d + rho * x_hat)
+            # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), accumulated in place
+            z_new = z - ls_gradient(z, y, operator)
+            z_new.add_(mu * d).add_(rho * x_hat).mul_(step)
             if prox is not None:
                 w = mu + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
                 safe = w.clamp_min(torch.finfo(z.dtype).tiny)
                 exact = operator.prox_l2((mu * d + rho * x_hat) / safe, y, 1.0 / safe)
                 z_new = torch.where(prox & (w > 0), exact, z_new)
-            x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
+                del exact
+            del d, x_hat, z  # before the re-noising: two image-sized tensors fewer at its peak
+            eps = noise_estimate(x, z_new, sig[k])
+            del x
+            x = renoise(z_new, eps, sig[k + 1], zeta, generator)
+            del eps
             z = z_new
         if p["output"] == "x0":
             return self.denoise(x, sig[N - 1])
