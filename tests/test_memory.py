@@ -24,8 +24,9 @@ def test_peak_counter_follows_allocations_and_frees():
 @pytest.mark.parametrize("task", ["sr2", "deblur-gauss", "inpaint-box"])
 def test_estimate_bounds_the_measured_peak_of_every_sampler(task):
     """Measured with a pointwise prior (no network memory): the peak of solve() plus what the operator holds lies
-    under the estimate, and the estimate is at most 3x that plus the fixed scratch space (so it does not refuse
-    what fits)."""
+    under the estimate (under the estimate without the fixed scratch space where no pixel is unobserved: only
+    CM4IR's median fill of holes uses it), and the estimate is at most 3x that plus the scratch space (so it does
+    not refuse what fits)."""
     prior = DenoiserPrior(lambda x, s: x * 0.9, sigma_max=1.0, name="shrink")
     op = parse_task(task).operator((48, 48), seed=0)
     y = op.A(torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0)))
@@ -34,8 +35,8 @@ def test_estimate_bounds_the_measured_peak_of_every_sampler(task):
             res = zsir.solve(y, op, sampler=name, prior=prior, steps=3, generator=0, progress=False,
                              return_result=True, num_samples=2)  # fmt: skip
         used = m.peak + memory.operator_bytes(op)  # the operator's caches were built before, by op.A
-        est = res.tiling["estimate"]
-        assert used <= est <= 3 * used + SAMPLERS.get(name).work_bytes, (name, used, est)
+        est, work = res.tiling["estimate"], SAMPLERS.get(name).work_bytes
+        assert used <= est - (work if task != "inpaint-box" else 0) and est <= 3 * used + work, (name, used, est)
 
 
 def test_plan_shrinks_the_tile_of_a_convolutional_prior_to_fit():
