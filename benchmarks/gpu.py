@@ -3,7 +3,9 @@
 For every prior given (default: ``builtin`` and every named prior whose weights are cached), every size (default
 256, 512, 1024; larger than the prior's tile means tiled calls, as users get them) and every precision (float32,
 and float16 / bfloat16 by ``torch.autocast``, the ``--dtype`` of the CLI): one warm-up call, then ``--calls``
-timed calls of ``prior.denoise`` on a batch of ``--batch`` noisy images. Peak memory is
+timed calls of ``prior.denoise`` on a batch of ``--batch`` noisy images. The layout column says whether the
+network ran in the channels-last memory format (``Prior.channels_last``: by default on CUDA for convolutional
+priors; ``--layouts contiguous channels_last`` measures both). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA, the bytes torch ops allocated (:func:`zsir.memory.peak_bytes`) on
 the CPU. Prints a markdown table.
 
@@ -26,6 +28,7 @@ from zsir import memory
 from zsir.priors import list_priors, load_prior
 
 DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+LAYOUTS = {"auto": None, "contiguous": False, "channels_last": True}
 
 
 def sync(device: torch.device) -> None:
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--priors", nargs="*", default=None, help="names (default: builtin + every cached named prior)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--layouts", nargs="+", default=["auto"], choices=list(LAYOUTS), help="memory formats")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -67,13 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     print("command: python benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, batch {args.batch}, {args.calls} timed calls")
-    print("| prior | size | dtype | tile | NFE/s | peak GB |")
-    print("|---|---|---|---|---|---|")
+    print("| prior | size | dtype | layout | tile | NFE/s | peak GB |")
+    print("|---|---|---|---|---|---|---|")
     for prior_name in names:
         prior = load_prior(prior_name, device=device)
         for size in args.sizes:
-            for dtype in args.dtypes:
-                prior.autocast_dtype = DTYPES[dtype]
+            for dtype, layout in [(d, lay) for d in args.dtypes for lay in args.layouts]:
+                prior.autocast_dtype, prior.channels_last = DTYPES[dtype], LAYOUTS[layout]
+                used = "channels_last" if prior.uses_channels_last(device) else "contiguous"
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                     row = f"{rate:.2f} | {peak:.2f}"
                 except (RuntimeError, torch.cuda.OutOfMemoryError) as err:  # e.g. no float16 kernel on this device
                     row = f"failed: {str(err).splitlines()[0][:60]} | -"
-                print(f"| {prior_name} | {size} | {dtype} | {prior.tiling()[0]} | {row} |", flush=True)
+                print(f"| {prior_name} | {size} | {dtype} | {used} | {prior.tiling()[0]} | {row} |", flush=True)
         del prior
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -125,7 +125,7 @@ class LinearOperator(nn.Module):
     def At(self, y: Tensor) -> Tensor:
         """Adjoint ``A^T y`` (generic: vector-Jacobian product by autograd)."""
         x_shape = self.x_shape(tuple(y.shape))
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # also inside a sampler's inference mode
             x = torch.zeros(x_shape, device=y.device, dtype=y.dtype, requires_grad=True)
             (g,) = torch.autograd.grad(self.A(x), x, grad_outputs=y)
         return g

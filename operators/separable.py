@@ -1,9 +1,9 @@
 r"""Separable operators ``A x = M_h x M_w^T`` (per channel) with a closed-form SVD.
 
 ``M_h`` (``m_h x H``) acts on the rows and ``M_w`` (``m_w x W``) on the columns of every channel. With the 1-D
-SVDs ``M = U diag(s) V^T`` (computed once per size in float64 with :func:`torch.linalg.svd`, cached per
-``(size, device, dtype)``), the 2-D SVD is the Kronecker product, and in the spectral layout of
-:mod:`zsir.operators.base`::
+SVDs ``M = U diag(s) V^T`` (computed once per size in float64 with :func:`torch.linalg.svd`, kept only in the
+images' dtype, cached per ``(size, device, dtype)``), the 2-D SVD is the Kronecker product, and in the spectral
+layout of :mod:`zsir.operators.base`::
 
     Vt(x) = V_h^T x V_w                       (B, C, H, W)
     s[i, j] = s_h[i] s_w[j]  for i < m_h, j < m_w;  0 elsewhere
@@ -80,11 +80,13 @@ class SeparableSVD(SVDOperator):
         return m
 
     def factor_bytes(self, x_shape) -> int:
-        """Bytes of the 1-D factors (M, U, s, V per axis, float64 plus a float32 copy) and the 2-D spectrum kept
-        for images of ``x_shape``: they grow with ``H^2 + W^2``, not ``H W`` (4000x3000: about 0.7 GB)."""
+        """Bytes of the 1-D factors (M, U, s, V per axis) and the 2-D spectrum kept for float32 images of
+        ``x_shape`` (one copy, in the images' dtype, plus the float64 1-D singular values): they grow with
+        ``H^2 + W^2``, not ``H W`` (4000x3000, SR x2: about 0.22 GB)."""
         _, _, h, w = image_hw(x_shape, "x")
-        per_axis = sum(n * m + m * m + m + n * n for n, m in ((h, self.out_size(h, 0)), (w, self.out_size(w, 1))))
-        return 12 * per_axis + 12 * h * w
+        sizes = ((h, self.out_size(h, 0)), (w, self.out_size(w, 1)))
+        per_axis = sum(n * m + m * m + m + n * n for n, m in sizes)
+        return 4 * per_axis + 4 * h * w + 8 * sum(m for _, m in sizes)
 
     # ----- shapes ---------------------------------------------------------------------------------------------
     def y_shape(self, x_shape):
@@ -97,32 +99,39 @@ class SeparableSVD(SVDOperator):
 
     # ----- cached factors -------------------------------------------------------------------------------------
     def _factors(self, n: int, axis: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(M, U, s, V)`` of the 1-D matrix for length ``n``, on ``like``'s device and dtype."""
+        """``(M, U, s, V)`` of the 1-D matrix for length ``n``, on ``like``'s device and dtype.
+
+        The SVD is computed in float64 and only its cast to ``like``'s dtype is kept (plus the float64 ``s``, a
+        vector, for the threshold of :meth:`_spectrum`): at photo size a float64 master copy would double the
+        memory. Another dtype or device recomputes the SVD.
+        """
         key = ("1d", n, axis, like.device, like.dtype)
         if key not in self._cache:
-            master = ("1d", n, axis)
-            if master not in self._cache:
-                m = self.matrix_1d(n, axis).to(torch.float64).cpu()
-                u, s, vh = torch.linalg.svd(m, full_matrices=True)
-                self._cache[master] = (m, u, s, vh.mT.contiguous())
-            self._cache[key] = tuple(t.to(device=like.device, dtype=like.dtype) for t in self._cache[master])
+            m = self.matrix_1d(n, axis).to(torch.float64).cpu()
+            u, s, vh = torch.linalg.svd(m, full_matrices=True)
+            self._cache[("s", n, axis)] = s
+            cast = (t.to(device=like.device, dtype=like.dtype).contiguous() for t in (m, u, s, vh.mT))
+            self._cache[key] = tuple(cast)
+            del m, u, vh  # the float64 copies (at 4000 pixels, V alone is 128 MB) go before the caller continues
         return self._cache[key]  # type: ignore[return-value]
 
+    def _singular_1d(self, n: int, axis: int) -> Tensor:
+        """The float64 1-D singular values for length ``n`` (computed with the factors)."""
+        if ("s", n, axis) not in self._cache:
+            self._factors(n, axis, torch.empty(0))
+        return self._cache[("s", n, axis)]  # type: ignore[return-value]
+
     def _spectrum(self, h: int, w: int, device, dtype) -> tuple[Tensor, bool]:
-        """2-D singular values ``(1, 1, H, W)`` and whether any non-trivial one was thresholded to zero."""
+        """2-D singular values ``(1, 1, H, W)`` and whether any non-trivial one was thresholded to zero (the
+        threshold is applied in float64; only the cast to ``dtype`` is kept)."""
         key = ("2d", h, w, torch.device(device) if device is not None else torch.device("cpu"), dtype)
         if key not in self._cache:
-            master = ("2d", h, w)
-            if master not in self._cache:
-                probe = torch.empty(0, dtype=torch.float64)
-                s_h, s_w = self._factors(h, 0, probe)[2], self._factors(w, 1, probe)[2]
-                block = torch.outer(s_h, s_w)
-                kept = block > self.zero_threshold * block.max()
-                full = torch.zeros(h, w, dtype=torch.float64)
-                full[: block.shape[0], : block.shape[1]] = torch.where(kept, block, torch.zeros_like(block))
-                self._cache[master] = (full.reshape(1, 1, h, w), not bool(kept.all()))
-            s, cut = self._cache[master]
-            self._cache[key] = (s.to(device=device, dtype=dtype), cut)
+            s_h, s_w = self._singular_1d(h, 0), self._singular_1d(w, 1)
+            block = torch.outer(s_h, s_w)
+            kept = block > self.zero_threshold * block.max()
+            full = torch.zeros(1, 1, h, w, dtype=dtype, device=device)
+            full[..., : block.shape[0], : block.shape[1]] = torch.where(kept, block, torch.zeros_like(block))
+            self._cache[key] = (full, not bool(kept.all()))
         return self._cache[key]  # type: ignore[return-value]
 
     def singulars(self, x_shape, *, device=None, dtype=torch.float32) -> Tensor:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from zsir.operators.base import LinearOperator
@@ -39,7 +39,10 @@ from zsir.registry import Registry
 from zsir.samplers import schedules
 from zsir.samplers.params import Param, Schema
 
-__all__ = ["Sampler", "DiffusionSampler", "Param", "Preset", "Schema", "SAMPLERS", "register_sampler", "randn"]
+__all__ = [
+    "Sampler", "DiffusionSampler", "Param", "Preset", "Schema", "SAMPLERS", "register_sampler", "randn",
+    "normal_tensors",
+]  # fmt: skip
 
 SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
 register_sampler = SAMPLERS.register
@@ -62,6 +65,39 @@ def randn(shape: Sequence[int], generator: torch.Generator | None, like: Tensor)
     gdev = generator.device if generator is not None else like.device
     z = torch.randn(tuple(shape), generator=generator, device=gdev, dtype=torch.float32)
     return z.to(device=like.device, dtype=like.dtype)
+
+
+def normal_tensors(*modules: nn.Module) -> None:
+    """Replace the inference tensors (made under :func:`torch.inference_mode`) that ``modules`` and their
+    submodules hold in attributes, also inside dicts, lists and tuples (operator caches), by normal clones.
+
+    Autograd cannot save inference tensors, so a cache an operator built during an inference-mode run would
+    break a later differentiating run (DPS) with the same operator; the clone has the same values.
+    """
+
+    def fix(obj):
+        if isinstance(obj, Tensor):
+            return obj.clone() if obj.is_inference() else obj
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                obj[k] = fix(v)
+            return obj
+        if isinstance(obj, list):
+            obj[:] = [fix(v) for v in obj]
+            return obj
+        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+            new = tuple(fix(v) for v in obj)
+            return obj if all(a is b for a, b in zip(new, obj, strict=True)) else new
+        return obj
+
+    for module in modules:
+        for m in module.modules():
+            for name, value in list(vars(m).items()):
+                if name in ("_parameters", "_modules"):
+                    continue
+                fixed = fix(value)
+                if fixed is not value:
+                    setattr(m, name, fixed)
 
 
 class Sampler:
@@ -163,17 +199,27 @@ class Sampler:
         sigma_y: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Restore ``y`` (model units) and return the restoration in [-1, 1] (model units)."""
+        """Restore ``y`` (model units) and return the restoration in [-1, 1] (model units).
+
+        Samplers that do not differentiate through the prior run under :func:`torch.inference_mode` (no autograd
+        bookkeeping); the caches the operator and the priors built meanwhile (SVD factors, spectra) are then
+        replaced by normal tensors, so the same objects still work with a differentiating sampler (DPS).
+        """
         self.nfe = 0
         with tqdm(total=self.total_nfe(), disable=not self.progress, desc=self.name, unit="nfe", leave=False) as bar:
             self._bar, self._generator = bar, generator
+            held = [operator, self.prior, *(v for v in self.params.values() if isinstance(v, nn.Module))]
             try:
                 if self.needs_grad:
+                    normal_tensors(*held)  # caches a run in inference mode left (or a caller's inference mode)
                     return self.run(y, operator, sigma_y, generator)
-                with torch.no_grad():
-                    return self.run(y, operator, sigma_y, generator)
+                with torch.inference_mode():
+                    out = self.run(y, operator, sigma_y, generator)
+                return out.clone()  # a normal tensor: callers may modify it in place or differentiate through it
             finally:
                 self._bar = self._generator = None
+                if not self.needs_grad:
+                    normal_tensors(*held)
 
     def total_nfe(self) -> int | None:
         """Expected number of prior calls for the configured steps (``None`` if unknown)."""

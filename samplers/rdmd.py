@@ -360,15 +360,21 @@ class RDMD(Sampler):
             rho = rdmd_weights(lam, tau, sigma_img, sig[k])[1] if sto else 0.0  # no diffusion state before k0
             mu_k = mu * red[k].view(-1, 1, 1, 1) if det_used else mu
             step = 1.0 / (1.0 + mu_k + rho)
-            # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), fewer full-size ops
-            z_new = step * (z - ls_gradient(z, y, operator) + mu_k * d + rho * x_hat)
+            # z - step (g + mu (z - d) + rho (z - x_hat)) == step (z - g + mu d + rho x_hat), accumulated in place
+            z_new = z - ls_gradient(z, y, operator)
+            z_new.add_(mu_k * d).add_(rho * x_hat).mul_(step)
             if prox is not None:
                 w = mu_k + rho  # zero only without a prior term (tau = 0, noiseless): keep the gradient step there
                 safe = w.clamp_min(torch.finfo(z.dtype).tiny)
                 exact = operator.prox_l2((mu_k * d + rho * x_hat) / safe, y, 1.0 / safe)
                 z_new = torch.where(prox & (w > 0), exact, z_new)
+                del exact
+            del d, x_hat, z  # before the re-noising: two image-sized tensors fewer at its peak
             if x is not None:
-                x = renoise(z_new, noise_estimate(x, z_new, sig[k]), sig[k + 1], zeta, generator)
+                eps = noise_estimate(x, z_new, sig[k])
+                del x
+                x = renoise(z_new, eps, sig[k + 1], zeta, generator)
+                del eps
             z = z_new
         if p["output"] == "x0":
             x = z + sig[k0] * randn(z.shape, generator, z) if x is None else x  # k0 = N - 1: no iteration ran

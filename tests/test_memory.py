@@ -24,8 +24,9 @@ def test_peak_counter_follows_allocations_and_frees():
 @pytest.mark.parametrize("task", ["sr2", "deblur-gauss", "inpaint-box"])
 def test_estimate_bounds_the_measured_peak_of_every_sampler(task):
     """Measured with a pointwise prior (no network memory): the peak of solve() plus what the operator holds lies
-    under the estimate, and the estimate is at most 3x that plus the fixed scratch space (so it does not refuse
-    what fits)."""
+    under the estimate (under the estimate without the fixed scratch space where no pixel is unobserved: only
+    CM4IR's median fill of holes uses it), and the estimate is at most 3x that plus the scratch space (so it does
+    not refuse what fits)."""
     prior = DenoiserPrior(lambda x, s: x * 0.9, sigma_max=1.0, name="shrink")
     op = parse_task(task).operator((48, 48), seed=0)
     y = op.A(torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0)))
@@ -34,8 +35,8 @@ def test_estimate_bounds_the_measured_peak_of_every_sampler(task):
             res = zsir.solve(y, op, sampler=name, prior=prior, steps=3, generator=0, progress=False,
                              return_result=True, num_samples=2)  # fmt: skip
         used = m.peak + memory.operator_bytes(op)  # the operator's caches were built before, by op.A
-        est = res.tiling["estimate"]
-        assert used <= est <= 3 * used + SAMPLERS.get(name).work_bytes, (name, used, est)
+        est, work = res.tiling["estimate"], SAMPLERS.get(name).work_bytes
+        assert used <= est - (work if task != "inpaint-box" else 0) and est <= 3 * used + work, (name, used, est)
 
 
 def test_plan_shrinks_the_tile_of_a_convolutional_prior_to_fit():
@@ -91,3 +92,23 @@ def test_refusing_an_untiled_request_offers_the_tiling_that_fits():
     op = parse_task("sr2").operator((3000, 2000))
     with pytest.raises(memory.MemoryBudgetError, match=r"Options that fit: tiles of 512 px, zsir's choice without"):
         memory.plan(prior, SAMPLERS.get("cm4ir"), op, (1, 3, 3000, 2000), 1, tile=0, max_memory=4.0)
+
+
+def test_default_tile_does_not_depend_on_the_free_memory(monkeypatch):
+    """Without max_memory the tile is the prior's default whatever the machine's load; when the default does not
+    fit the available memory zsir refuses and names the tile and the --max-memory that fit (never shrinks)."""
+    prior = zsir.load_prior("builtin")
+    op = parse_task("sr2").operator((2000, 2000))
+    sampler = SAMPLERS.get("cm4ir")
+    shape = (1, 3, 2000, 2000)
+    default = memory.estimate(prior, sampler, op, shape, 1, 512)
+    small = memory.estimate(prior, sampler, op, shape, 1, 256)
+    assert small < default
+    for free in (10**12, default + 1):
+        monkeypatch.setattr(memory, "available_bytes", lambda device="cpu", free=free: free)
+        got = memory.plan(prior, sampler, op, shape, 1)
+        assert (got.tile, got.overlap, got.budget_source) == (512, 64, "available")
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": (default + small) // 2)
+    with pytest.raises(memory.MemoryBudgetError, match=r"available memory.*--tile 256.*--max-memory \d"):
+        memory.plan(prior, sampler, op, shape, 1)
+    assert memory.plan(prior, sampler, op, shape, 1, max_memory=(default + small) / 2e9).tile == 256

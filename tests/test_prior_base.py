@@ -68,3 +68,49 @@ def test_timestep_is_nearest_in_ve_sigma():
     assert p.timestep(torch.tensor([0.0, 1e4])).tolist() == [0, 999]
     with pytest.raises(AttributeError):
         ShrinkPrior().timestep(0.1)
+
+
+def _network_priors():
+    """Network priors of every kind on the CPU: the built-in prior, a tiny ADM-style diffusers UNet (attention at
+    8x8), a tiny NDR-Restore denoiser and FFDNet (random weights)."""
+    import zsir
+    from zsir.models.ffdnet import FFDNet
+    from zsir.models.ndr import NDRRestore
+    from zsir.priors.denoiser import DenoiserPrior
+    from zsir.priors.diffusion import DiscreteVPPrior
+
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=16, in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=16, norm_num_groups=8,
+    )  # fmt: skip
+    yield zsir.load_prior("builtin")
+    yield DiscreteVPPrior(unet, ddpm_linear_alphas_cumprod(), multiple=2, name="unet")
+    yield DenoiserPrior(NDRRestore("tiny"), sigma_max=1.0, name="ndr")
+    yield DenoiserPrior(FFDNet(), sigma_max=1.0, multiple=2, name="ffdnet")
+
+
+def test_channels_last_gives_the_contiguous_output_and_only_by_default_on_cuda():
+    x = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for prior in _network_priors():
+        assert prior.uses_channels_last("cuda") and not prior.uses_channels_last("cpu"), prior.name
+        with torch.no_grad():
+            ref = prior.denoise(x, 0.4)
+            prior.channels_last = True
+            out = prior.denoise(x, 0.4)
+        conv = next(m for m in prior.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last), prior.name
+        assert out.is_contiguous() and not ref.is_inference()
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=prior.name)
+        prior.channels_last = False
+        with torch.no_grad():
+            torch.testing.assert_close(prior.denoise(x, 0.4), ref, rtol=1e-4, atol=1e-5, msg=prior.name)
+        assert conv.weight.is_contiguous(), prior.name
+
+
+def test_channels_last_does_not_apply_to_priors_without_convolutions():
+    from zsir.priors.denoiser import DenoiserPrior
+
+    assert not DenoiserPrior(lambda x, s: x, sigma_max=1.0).uses_channels_last("cuda")

@@ -16,9 +16,10 @@ The estimate of :func:`estimate` (bytes) for a batch of ``n = B * num_samples`` 
   once on a small probe), ``T`` the tile side (``T = inf`` without tiling), ``beta = 1.25`` a margin for the
   allocator.
 
-:func:`plan` compares ``M`` with the budget (``max_memory``, else the memory available on the device) and
-shrinks the tile of fully convolutional priors until it fits; when nothing fits it raises
-:class:`MemoryBudgetError` with the estimate and the options that do fit.
+:func:`plan` compares ``M`` with the budget. With ``max_memory`` it shrinks the tile of fully convolutional
+priors until the estimate fits. Without it, the tile is always the prior's default (outputs never depend on the
+machine's load) and the budget is the memory available on the device now, used only as a guard. When the
+estimate exceeds the budget it raises :class:`MemoryBudgetError` with the estimate and the options that do fit.
 """
 
 from __future__ import annotations
@@ -182,8 +183,9 @@ def plan(
 
     Args:
         tile, overlap: the caller's request (pixels); ``None`` = the prior's default (``tile`` may then shrink
-            for a fully convolutional prior to fit the budget), ``tile=0`` = no tiling.
-        max_memory: the budget in **GB** (1e9 bytes); ``None`` = the memory available on ``device`` now.
+            for a fully convolutional prior to fit ``max_memory``), ``tile=0`` = no tiling.
+        max_memory: the budget in **GB** (1e9 bytes). ``None``: the tile is the default whatever the load (so
+            the output is too), and the memory available on ``device`` now is only checked against.
 
     Raises:
         ValueError: ``x_shape`` smaller than 2x2 pixels, or ``tile`` / ``overlap`` unusable with the prior.
@@ -209,16 +211,21 @@ def plan(
     first = make(default_tile)
     if first.estimate <= budget:
         return first
-    candidates = []
+    candidates = []  # smaller tiles of a fully convolutional prior: chosen only under --max-memory, else suggested
     if tile is None and prior.fully_convolutional:
         t = default_tile or max(H, W)
         while t // 2 >= max(MIN_CONV_TILE, 2 * prior.multiple):
             t = t // 2 // prior.multiple * prior.multiple
             candidates.append(make(t))
             if candidates[-1].estimate <= budget:
-                return candidates[-1]
+                break
+    fitting = candidates[-1] if candidates and candidates[-1].estimate <= budget else None
+    if fitting is not None and max_memory is not None:
+        return fitting
     smallest = candidates[-1] if candidates else first
     options = []
+    if fitting is not None:
+        options.append(f"tiles of {fitting.tile} px (--tile {fitting.tile}, about {fitting.estimate / GB:.2f} GB)")
     per_image = max(smallest.estimate - _weights_bytes(prior), 1) / (B * num_samples)
     fit_batch = int((budget - _weights_bytes(prior)) // per_image)
     if fit_batch >= 1 and B * num_samples > 1:
@@ -226,10 +233,12 @@ def plan(
     if tile is not None:
         try:
             fits = plan(prior, sampler_cls, operator, x_shape, num_samples, max_memory=budget / GB)
-            options.append(f"tiles of {fits.tile} px, zsir's choice without --tile ({fits.estimate / GB:.2f} GB)")
+            how = "zsir's choice without --tile" if max_memory is not None else f"--tile {fits.tile}"
+            options.append(f"tiles of {fits.tile} px, {how} ({fits.estimate / GB:.2f} GB)")
         except MemoryBudgetError:
             pass
-    options.append(f"--max-memory {math.ceil(smallest.estimate / GB * 10) / 10:g} (GB) if the machine has it")
+    need = first if max_memory is None else smallest  # the default tile fits any budget above its estimate
+    options.append(f"--max-memory {math.ceil(need.estimate / GB * 10) / 10:g} (GB) if the machine has it")
     raise MemoryBudgetError(
         f"a {H}x{W} restoration of {B} image(s) x {num_samples} sample(s) with {prior.name} and "
         f"{sampler_cls.name} needs about {first.estimate / GB:.2f} GB"

@@ -207,10 +207,11 @@ def solve(
         progress: show a progress bar with the NFE count.
         return_result: return a :class:`SolveResult` instead of the tensor.
         tile: side in pixels of the tiles the prior denoises (a multiple of ``prior.multiple``); ``None`` = the
-            prior's default (its training size for fixed-size networks, 512 for fully convolutional ones,
-            shrunk to fit ``max_memory``), ``0`` = no tiling.
+            prior's default (its training size for fixed-size networks, 512 for fully convolutional ones, which
+            shrink to fit ``max_memory`` only when it is given), ``0`` = no tiling.
         tile_overlap: minimum overlap of neighbouring tiles in pixels (``None``: ``tile // 8``).
-        max_memory: peak memory budget in **GB** (1e9 bytes); ``None`` = the memory available on the device.
+        max_memory: peak memory budget in **GB** (1e9 bytes). ``None``: the default tile whatever the machine's
+            load (so the output never depends on it), checked against the memory available on the device now.
             The peak is estimated before any work (:mod:`zsir.memory`); a request that cannot fit raises
             :class:`zsir.memory.MemoryBudgetError` naming the estimate and the options that fit.
         task: the task name of :mod:`zsir.tasks` (``"sr4"``, ``"deblur-gauss"``, ...) that ``operator`` stands for,
@@ -287,9 +288,11 @@ def solve(
     )  # fmt: skip
 
     y_model = units.measurement_to_model(y, ones)
+    del ones  # at photo size each measurement-sized copy counts (12 MP deblurring: 144 MB)
     sigma_model = units.sigma_to_model(sigma)
     K = num_samples
-    y_rep = y_model.repeat(K, *([1] * (y.dim() - 1)))
+    y_rep = y_model.repeat(K, *([1] * (y.dim() - 1))) if K > 1 else y_model
+    del y_model
     s_rep = sigma_model.repeat(K, 1, 1, 1)
 
     t0 = time.perf_counter()

@@ -170,8 +170,9 @@ def add_solver_options(p: argparse.ArgumentParser) -> None:
         type=float_in(0.01, 1e6),
         default=None,
         metavar="GB",
-        help="peak memory budget in GB; the peak is estimated before any work and the tile chosen to fit "
-        "(default: the memory available on the device)",
+        help="peak memory budget in GB; the peak is estimated before any work and the tile of a convolutional "
+        "prior shrunk to fit (default: the default tile whatever the load, checked against the memory available "
+        "on the device)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: bars shown)")

@@ -82,6 +82,10 @@ class Prior(nn.Module):
         autocast_dtype: ``torch.float16`` / ``torch.bfloat16`` runs the network under :func:`torch.autocast`
             (weights stay float32, convolutions and matrix products in the lower precision; the output is cast
             back to the input's dtype); ``None`` = the network's own dtype.
+        channels_last: run the network in the channels-last memory format (its 4-D weights and its input; the
+            output is returned in the usual layout): ``True`` always, ``False`` never, ``None`` (default) on CUDA
+            for priors with 2-D convolutions, where cuDNN's convolutions prefer it. Only the memory layout
+            changes, so outputs agree to float round-off (tests/test_prior_base.py).
     """
 
     kind: str = "mmse"
@@ -94,6 +98,7 @@ class Prior(nn.Module):
     tile_size: int | None = None
     tile_overlap: int | None = None
     autocast_dtype: torch.dtype | None = None
+    channels_last: bool | None = None
 
     def __init__(
         self,
@@ -108,6 +113,7 @@ class Prior(nn.Module):
         self.alphas_cumprod: Tensor | None = None
         self._size_warned = False
         self._bytes_per_pixel: dict[bool, float] = {}
+        self._weights_format = torch.contiguous_format
         if channels is not None:
             self.channels = int(channels)
         if multiple is not None:
@@ -254,6 +260,22 @@ class Prior(nn.Module):
             )
             self._size_warned = True
 
+    def uses_channels_last(self, device: torch.device | str) -> bool:
+        """Whether calls on ``device`` run in the channels-last format (:attr:`channels_last`; ``None``: on CUDA
+        when the prior holds a 2-D convolution)."""
+        if self.channels_last is not None:
+            return bool(self.channels_last)
+        return torch.device(device).type == "cuda" and any(isinstance(m, nn.Conv2d) for m in self.modules())
+
+    def _memory_format(self, x: Tensor) -> Tensor:
+        """``x`` (and, once, the prior's 4-D weights) in the memory format of :meth:`uses_channels_last`."""
+        fmt = torch.channels_last if self.uses_channels_last(x.device) else torch.contiguous_format
+        if fmt is not self._weights_format:
+            with torch.inference_mode(False), torch.no_grad():  # normal weights, even inside a sampler's run
+                self.to(memory_format=fmt)
+            self._weights_format = fmt
+        return x.contiguous(memory_format=torch.channels_last) if fmt is torch.channels_last else x
+
     def _padded(self, x: Tensor, s: Tensor, **kwargs) -> Tensor:
         H, W = x.shape[-2:]
         m = self.multiple
@@ -261,9 +283,11 @@ class Prior(nn.Module):
         if ph or pw:
             mode = "reflect" if ph < H and pw < W else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        net_in = self._memory_format(x)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            out = self._denoise(x, s, **kwargs)
-        return out[..., :H, :W].to(x.dtype)
+            out = self._denoise(net_in, s, **kwargs)
+        out = out[..., :H, :W].to(x.dtype)
+        return out.contiguous() if net_in is not x else out
 
     def _tiled(self, x: Tensor, s: Tensor, tile: int, overlap: int, generator, **kwargs) -> Tensor:
         """Raised-cosine blend of overlapping full-size tiles on a grid shifted by a random offset."""
@@ -284,7 +308,7 @@ class Prior(nn.Module):
                 self._warn_size(patch)
                 out[..., y0 : y0 + h, x0 : x0 + w] += self._padded(patch, s, **kwargs) * win
                 weight[..., y0 : y0 + h, x0 : x0 + w] += win
-        return out / weight
+        return out.div_(weight)
 
 
 def tile_starts(n: int, tile: int, stride: int, offset: int = 0) -> list[int]:
