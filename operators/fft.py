@@ -132,9 +132,10 @@ class CircularBlur(LinearOperator):
         modified tensor recomputes.
         """
         last, version, value = self._last_y
-        if last is not y or version != y._version:
+        now = None if y.is_inference() else y._version  # inference tensors keep no version counter: not cached
+        if last is not y or now is None or version != now:
             value = torch.fft.rfft2(y).mul_(self._half(y).conj())
-            self._last_y = (y, y._version, value)
+            self._last_y = (y, now, value)
         return value
 
     def prox_l2(self, z: Tensor, y: Tensor, gamma: float | Tensor) -> Tensor:

@@ -69,3 +69,20 @@ def test_non_differentiating_samplers_run_in_inference_mode_and_dps_does_not():
         del PRIOR._denoise
     assert seen.pop("dps") == (False, True)
     assert seen and all(v == (True, False) for v in seen.values()), seen
+
+
+@pytest.mark.parametrize("name", ["diffpir", "pnp"])
+def test_a_caller_s_own_inference_mode_works_with_fft_operators(name):
+    """A measurement made inside the caller's torch.inference_mode() has no version counter; CircularBlur's cache
+    of conj(K) FFT(y) must not read it (it raised "Inference tensors do not track version counter")."""
+    import zsir
+
+    op = parse_task("deblur-motion").operator((64, 64), seed=0)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(sampler=name, prior=PRIOR, sigma_y=0.05, steps=3, generator=0, progress=False)
+    expected = zsir.solve(op.A(x), op, **kwargs)
+    with torch.inference_mode():
+        y = op.A(x)
+        assert y.is_inference()
+        out = zsir.solve(y, op, **kwargs)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
