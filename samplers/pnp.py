@@ -72,6 +72,7 @@ class PnP(Sampler):
 
     name = "pnp"
     default_steps = 8
+    state_images = 10  # measured: 6.0 to 12.1 images incl. y (tests/test_memory.py; 12.1 with the hole fill)
     schema = Schema(
         Param(
             "lambda_",
