@@ -181,7 +181,8 @@ def test_benchmark_tables_flag_a_rise(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", argv + ["--samplers", "pnp", "--pd", "0", "1", "--json", str(out)])
     bench.main()
     res = json.loads(out.read_text())["results"]["sr4"]["pnp"]
-    assert res["anchor"] == "tuned-sr4" and set(res["pd"]) == {"0", "1"} and res["pd"]["0"]["nfe"] == 4
+    steps = SAMPLERS.get("pnp").preset("tuned-sr4").params["steps"]  # PnP: one network call per step
+    assert res["anchor"] == "tuned-sr4" and set(res["pd"]) == {"0", "1"} and res["pd"]["0"]["nfe"] == steps
     assert "| pnp | tuned-sr4 |" in capsys.readouterr().out
     row = {"psnr": 20.0, "haarpsi": 0.5, "nfe": 4}
     made = {

@@ -139,8 +139,10 @@ def test_shipped_tuned_presets_are_labelled_and_leave_the_paper_presets_alone():
     assert data["zsir_presets"] == 1 and data["presets"]
     for key, e in data["presets"].items():
         sampler, name = key.split("/")
-        assert e["sampler"] == sampler and e["prior"] == "builtin"
-        assert name.startswith("tuned-") and parse_task(name[len("tuned-") :]).name == e["task"]
+        assert e["sampler"] == sampler and e["prior"] in ("builtin", "ffdnet")
+        prefix = "tuned-" if e["prior"] == "builtin" else f"tuned-{e['prior']}-"  # tuned-sr4, tuned-ffdnet-sr4
+        assert name.startswith(prefix) and parse_task(name[len(prefix) :]).name == e["task"]
+        assert f"--prior {e['prior']}" in e["tuning"]["command"]
         t = e["tuning"]
         assert t["command"].startswith("zsir tune ") and f"--sampler {sampler}" in t["command"]
         assert t["heldout_images"] and not set(t["heldout_images"]) & set(t["search_images"])
