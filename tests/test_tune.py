@@ -107,6 +107,19 @@ def test_nfe_budget_bounds_the_steps(folder, tmp_path):
         _tune(folder, tmp_path, objective="mse")
 
 
+def test_nfe_budget_counts_with_the_fixed_hyperparameters():
+    """RDMD's truncate="stochastic" keeps the deterministic calls of the iterations a limited prior truncates: the
+    steps that fit a budget must be counted with it (they were counted at the defaults, and a preset tuned for 50
+    network calls ran 86)."""
+    from zsir.priors.denoiser import DenoiserPrior
+
+    prior = DenoiserPrior(lambda x, s: x, sigma_max=0.6, name="limited")  # truncates RDMD's schedule
+    cls, fixed = SAMPLERS.get("rdmd"), {"truncate": "stochastic", "output": "d"}
+    _, hi = zt._steps_range(cls, prior, 20, cls.check_params(fixed))
+    assert cls(prior, steps=hi, progress=False, **fixed).total_nfe() <= 20
+    assert hi < zt._steps_range(cls, prior, 20)[1]
+
+
 def test_cli_tune_then_restore_with_the_preset_file(folder, tmp_path, capsys):
     presets = tmp_path / "presets.json"
     rc = main(

@@ -235,16 +235,17 @@ def _score(problem: _Problem, sampler: str, prior, params: dict, sigma_y: float,
     return value
 
 
-def _steps_range(cls, prior, nfe_budget: int | None) -> tuple[int, int]:
+def _steps_range(cls, prior, nfe_budget: int | None, fixed: dict[str, Any] | None = None) -> tuple[int, int]:
     """Range of ``steps`` searched: ``[max(lo, hi // 4), hi]`` with ``hi`` the default steps, or the most steps
-    whose NFE fits ``nfe_budget``."""
+    whose NFE fits ``nfe_budget`` with the hyperparameters held ``fixed`` (they can change the NFE: e.g. RDMD's
+    ``truncate="stochastic"`` keeps the deterministic calls of truncated iterations)."""
     lo = 2  # quad schedules (DiffPIR, RDMD) need two levels; one step is no search worth making
     hi = cls.default_steps
     if nfe_budget is not None:
         fits = [
             s
             for s in range(lo, 2 * cls.default_steps + 1)
-            if cls(prior, steps=s, progress=False).total_nfe() <= nfe_budget
+            if cls(prior, steps=s, progress=False, **(fixed or {})).total_nfe() <= nfe_budget
         ]
         if not fits:
             raise ValueError(f"nfe_budget: {nfe_budget} network calls are fewer than {cls.name} needs at {lo} steps")
@@ -329,7 +330,7 @@ def tune(
     search_imgs, held_imgs = images[: len(images) - n_hold], images[len(images) - n_hold :]
     search_set = _problems(search_imgs, parsed, sigma_y, seed, device)
     space = {k: p for k, p in cls.search_space().items() if k not in fixed}
-    lo, hi = _steps_range(cls, prior, nfe_budget) if "steps" not in fixed else (0, 0)
+    lo, hi = _steps_range(cls, prior, nfe_budget, fixed) if "steps" not in fixed else (0, 0)
     direction = OBJECTIVES[objective][1]
 
     def objective_fn(trial: optuna.Trial) -> float:
