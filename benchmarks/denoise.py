@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from zsir import metrics as zmetrics
-from zsir.io import read_image
+from zsir.io import centre_crop, read_image
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -44,17 +44,8 @@ def load_dataset(name: str, root: Path, crop: int | None, limit: int | None) -> 
     out = []
     for p in files[:limit]:
         x = read_image(p, channels=3)[0]
-        out.append((p.name, center_crop(x, crop)))
+        out.append((p.name, x if crop is None else centre_crop(x, crop)))
     return out
-
-
-def center_crop(x: torch.Tensor, crop: int | None) -> torch.Tensor:
-    if crop is None:
-        return x
-    H, W = x.shape[-2:]
-    c = min(crop, H, W)
-    y0, x0 = (H - c) // 2, (W - c) // 2
-    return x[..., y0 : y0 + c, x0 : x0 + c]
 
 
 def quick_images() -> list[tuple[str, torch.Tensor]]:
@@ -63,7 +54,7 @@ def quick_images() -> list[tuple[str, torch.Tensor]]:
     out = []
     for name in ("astronaut", "coffee"):
         x = torch.from_numpy(getattr(data, name)().astype(np.float32) / 255.0).permute(2, 0, 1)
-        out.append((name, center_crop(x, 96)))
+        out.append((name, centre_crop(x, 96)))
     return out
 
 

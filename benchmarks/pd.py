@@ -32,7 +32,7 @@ import torch
 
 import zsir
 from zsir import metrics as zmetrics
-from zsir.io import SUPPORTED_SUFFIXES, read_image
+from zsir.io import SUPPORTED_SUFFIXES, centre_crop, read_image
 from zsir.tasks import parse_task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbsd68"
@@ -46,15 +46,7 @@ def crops(folder: Path, start: int, count: int, size: int, factor: int) -> list[
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)[start : start + count]
     if len(files) < count:
         raise SystemExit(f"--data: {folder} has {len(files)} image(s) from index {start}, fewer than {count}")
-    out = []
-    for p in files:
-        x = read_image(p, channels=3)
-        H, W = x.shape[-2:]
-        s = min(size, H, W)
-        s -= s % factor
-        top, left = (H - s) // 2, (W - s) // 2
-        out.append((p.name, x[..., top : top + s, left : left + s].contiguous()))
-    return out
+    return [(p.name, centre_crop(read_image(p, channels=3), size, factor)) for p in files]
 
 
 def measure(args, prior, task_name: str, sampler: str, images) -> dict:

@@ -169,3 +169,13 @@ def test_atomic_write_gives_outputs_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_centre_crop_keeps_the_middle_and_the_multiple():
+    from zsir.io import centre_crop
+
+    x = torch.arange(35.0).reshape(1, 1, 5, 7)
+    out = centre_crop(x, 5, multiple=2)  # min(5, 5, 7) = 5 -> 4 (a multiple of 2); top (5-4)//2 = 0, left 3//2 = 1
+    assert out.shape == (1, 1, 4, 4) and out.is_contiguous()
+    assert out[0, 0, 0].tolist() == [1.0, 2.0, 3.0, 4.0] and out[0, 0, 3, 0] == 22.0
+    assert centre_crop(x, 100).shape == (1, 1, 5, 5)

@@ -42,6 +42,7 @@ from torch import Tensor
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "read_image",
+    "centre_crop",
     "write_image",
     "image_bytes",
     "atomic_write",
@@ -237,6 +238,16 @@ def to_channels(x: Tensor, channels: int | None) -> Tensor:
     if channels == 1 and x.shape[1] == 3:
         return x.mean(1, keepdim=True)
     raise ValueError(f"channels: cannot convert {x.shape[1]} channel(s) to {channels}; expected 1 or 3")
+
+
+def centre_crop(x: Tensor, size: int, multiple: int = 1) -> Tensor:
+    """The centre ``s x s`` crop of ``x`` ``(..., H, W)``, ``s = min(size, H, W)`` rounded down to a multiple of
+    ``multiple`` (e.g. an SR factor), as a contiguous tensor."""
+    H, W = x.shape[-2:]
+    s = min(size, H, W)
+    s -= s % multiple
+    top, left = (H - s) // 2, (W - s) // 2
+    return x[..., top : top + s, left : left + s].contiguous()
 
 
 def read_image(path: str | Path, *, channels: int | None = None, dtype: torch.dtype = torch.float32) -> Tensor:

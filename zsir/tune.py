@@ -190,15 +190,7 @@ def _read_images(folder: Path, size: int, factor: int, channels: int) -> list[tu
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in zio.SUPPORTED_SUFFIXES)
     if not files:
         raise ValueError(f"dataset: {folder} has no images ({', '.join(zio.SUPPORTED_SUFFIXES)})")
-    out = []
-    for p in files:
-        x = zio.read_image(p, channels=channels)
-        H, W = x.shape[-2:]
-        s = min(size, H, W)
-        s -= s % factor
-        top, left = (H - s) // 2, (W - s) // 2
-        out.append((p.name, x[..., top : top + s, left : left + s].contiguous()))
-    return out
+    return [(p.name, zio.centre_crop(zio.read_image(p, channels=channels), size, factor)) for p in files]
 
 
 def _problems(images, task, sigma_y: float, seed: int, device) -> list[_Problem]:
