@@ -26,7 +26,7 @@ import torch
 
 import zsir
 from zsir import metrics as zmetrics
-from zsir.io import read_image
+from zsir.io import centre_crop, read_image
 from zsir.tasks import parse_task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbsd68"
@@ -62,10 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted(Path(args.dataset).iterdir())[args.skip : args.skip + args.limit]
     data = []
     for i, f in enumerate(files):
-        x = read_image(f, channels=3)[0]
-        H, W, s = *x.shape[-2:], args.size
-        x = x[:, (H - s) // 2 : (H - s) // 2 + s, (W - s) // 2 : (W - s) // 2 + s][None]
-        op = parse_task(args.task).operator((s, s), seed=i)
+        x = centre_crop(read_image(f, channels=3), args.size)
+        op = parse_task(args.task).operator(tuple(x.shape[-2:]), seed=i)
         y = op.A(x)
         y = y + args.sigma_y * torch.randn(y.shape, generator=torch.Generator().manual_seed(100 + i))
         data.append((x, op, y))

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 import zsir
 from zsir import metrics as zmetrics
 from zsir import operators as ops
-from zsir.io import read_image
+from zsir.io import centre_crop, read_image
 from zsir.tasks import parse_task
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -114,10 +114,7 @@ def load_images(args) -> list[tuple[str, torch.Tensor]]:
         if not folder.is_dir():
             raise SystemExit(f"--datasets: {folder} does not exist (use --data-root)")
         for p in sorted(folder.iterdir())[: args.limit]:
-            x = read_image(p, channels=3)[0]
-            H, W = x.shape[-2:]
-            s = min(args.size, H, W)
-            out.append((f"{d}/{p.name}", x[:, (H - s) // 2 : (H - s) // 2 + s, (W - s) // 2 : (W - s) // 2 + s]))
+            out.append((f"{d}/{p.name}", centre_crop(read_image(p, channels=3)[0], args.size)))
     return out
 
 
