@@ -177,7 +177,8 @@ class Sampler:
 
     @classmethod
     def search_space(cls) -> dict[str, Param]:
-        """The hyperparameters worth tuning, ``{name: Param}`` (each with ``search=(low, high)`` and ``log``)."""
+        """The hyperparameters worth tuning, ``{name: Param}``: numbers with ``search=(low, high)`` and ``log``,
+        choices and flags with ``search=(value, ...)`` (:meth:`~zsir.samplers.params.Param.suggest` draws either)."""
         return cls.schema.search_space()
 
     @classmethod

@@ -152,13 +152,20 @@ class CM4IR(Sampler):
             log=True,
         ),
         Param("mu", float, 1.0, "back-projection step", low=0.0, search=(0.25, 1.5)),
-        Param("median_fill", bool, True, "fill unobserved pixels of the initialisation by growing medians"),
+        Param(
+            "median_fill",
+            bool,
+            True,
+            "fill unobserved pixels of the initialisation by growing medians",
+            search=(True, False),
+        ),
         Param(
             "truncation",
             str,
             "drop",
             "prior sigma_max below tau_N: drop the steps above it, or fit iN so that tau_N <= sigma_max",
             choices=("drop", "fit"),
+            search=("drop", "fit"),
         ),
     )
     presets = dict(_row(*row) for row in _TABLE)

@@ -1,7 +1,8 @@
 r"""Typed, range-checked sampler hyperparameters: each sampler declares its :class:`Schema` once.
 
 A :class:`Param` holds a hyperparameter's paper symbol, type, default, valid range, a one-line doc and, for
-numbers worth tuning, a search range. The schema is the single source for
+options worth tuning, what to search: a range for a number, the candidate values for a choice or a flag. The
+schema is the single source for
 
 * the defaults (``Sampler.hyperparameters`` is derived from it),
 * validation of ``zsir.solve(**hyperparameters)``, the CLI's ``--param KEY=VALUE`` and every preset (checked when
@@ -14,7 +15,8 @@ Example::
     schema = Schema(
         Param("tau", float, 0.5, "split between the deterministic (0) and stochastic (1) regulariser",
               low=0.0, high=1.0, search=(0.0, 1.0)),
-        Param("output", str, "z", "restoration variable or last estimate", choices=("z", "x0")),
+        Param("output", str, "z", "restoration variable or last estimate", choices=("z", "x0", "d"),
+              search=("z", "d")),
     )
     schema.validate({"tau": 1}, sampler="rdmd")  # {"tau": 1.0}
     schema.validate({"tau": 1.5}, sampler="rdmd")
@@ -51,8 +53,12 @@ class Param:
         choices: the allowed values of a ``str`` or ``int`` parameter.
         optional: ``None`` is a valid value (meaning "infer" or "off"; the doc says which).
         per_step: a number or a sequence of numbers (one per step; the sampler checks the length).
-        search: ``(low, high)`` range for tuning, inside the valid range; ``None`` = not tuned.
-        log: sample the search range on a log scale.
+        search: what tuning draws from; ``None`` = not tuned. For a number, a ``(low, high)`` range inside the
+            valid range (:meth:`suggest` draws with ``suggest_int`` / ``suggest_float``); for a parameter with
+            ``choices`` or of type ``bool`` (a *categorical* one), a tuple of at least two distinct valid values,
+            the default among them (the first trial of a search is the defaults), drawn with
+            ``suggest_categorical``.
+        log: sample the search range on a log scale (numbers only).
     """
 
     name: str
@@ -66,14 +72,41 @@ class Param:
     choices: tuple | None = None
     optional: bool = False
     per_step: bool = False
-    search: tuple[float, float] | None = None
+    search: tuple | None = None
     log: bool = False
 
     def __post_init__(self):
-        if self.search is not None:
-            lo, hi = self.search
-            if not (lo < hi and self._in_range(lo) and self._in_range(hi)) or (self.log and lo <= 0):
-                raise ValueError(f"{self.name}: search range {self.search} is not inside {self.describe()}")
+        if self.search is None:
+            return
+        if not isinstance(self.search, tuple):
+            raise ValueError(f"{self.name}: search must be a tuple, got {self.search!r}")
+        if self.categorical:
+            self._check_candidates()
+            return
+        if len(self.search) != 2 or not all(self._number(v) is not None for v in self.search):
+            raise ValueError(f"{self.name}: search range {self.search} is not inside {self.describe()}")
+        lo, hi = self.search
+        if not lo < hi or (self.log and lo <= 0):
+            raise ValueError(f"{self.name}: search range {self.search} is not inside {self.describe()}")
+
+    @property
+    def categorical(self) -> bool:
+        """A choice or a flag: searched by drawing one of the :attr:`search` values."""
+        return self.choices is not None or self.type is bool
+
+    def _check_candidates(self) -> None:
+        valid = (False, True) if self.type is bool else self.choices
+        bad = [v for v in self.search if not any(type(v) is type(c) and v == c for c in valid)]
+        if self.log:
+            raise ValueError(f"{self.name}: log applies to a search range of numbers, not to the values {self.search}")
+        if bad or len(set(self.search)) != len(self.search) or len(self.search) < 2:
+            problem = f"{bad[0]!r} is not {self.describe()}" if bad else "expected at least two distinct values"
+            raise ValueError(f"{self.name}: search values {self.search}: {problem}")
+        if not any(type(v) is type(self.default) and v == self.default for v in self.search):
+            raise ValueError(
+                f"{self.name}: search values {self.search} must include the default {self.default!r} (the first trial "
+                "of a search is the defaults)"
+            )
 
     # ----- text -----------------------------------------------------------------------------------------------
     def range_text(self) -> str:
@@ -152,9 +185,12 @@ class Param:
 
     # ----- tuning ---------------------------------------------------------------------------------------------
     def suggest(self, trial) -> Any:
-        """Draw a value from :attr:`search` with an optuna-style ``trial`` (``suggest_int`` / ``suggest_float``)."""
+        """Draw a value from :attr:`search` with an optuna-style ``trial``: ``suggest_categorical`` over the values of
+        a categorical parameter, else ``suggest_int`` / ``suggest_float`` over the range."""
         if self.search is None:
             raise ValueError(f"{self.name}: has no search range")
+        if self.categorical:
+            return trial.suggest_categorical(self.name, list(self.search))
         if self.type is int:
             return trial.suggest_int(self.name, int(self.search[0]), int(self.search[1]), log=self.log)
         return trial.suggest_float(self.name, float(self.search[0]), float(self.search[1]), log=self.log)
@@ -210,15 +246,20 @@ class Schema(Mapping[str, Param]):
         return {k: self._params[k].check(v, sampler) for k, v in values.items()}
 
     def search_space(self) -> dict[str, Param]:
-        """The parameters that declare a search range, for a tuner: ``{name: Param}``."""
+        """The parameters that declare a search range or search values, for a tuner: ``{name: Param}``."""
         return {n: p for n, p in self._params.items() if p.search is not None}
 
     def markdown(self) -> str:
-        """A Markdown table: name, type, default, valid values, search range, doc."""
+        """A Markdown table: name, type, default, valid values, search range (or values), doc."""
         rows = ["| name | type | default | valid | search | meaning |", "|---|---|---|---|---|---|"]
         for p in self._params.values():
             valid = p.describe()
-            search = "" if p.search is None else f"{_fmt(p.search[0])} .. {_fmt(p.search[1])}{' (log)' * p.log}"
+            if p.search is None:
+                search = ""
+            elif p.categorical:
+                search = ", ".join(repr(v) for v in p.search)
+            else:
+                search = f"{_fmt(p.search[0])} .. {_fmt(p.search[1])}{' (log)' * p.log}"
             default = f"{p.default:.4g}" if isinstance(p.default, float) else repr(p.default)
             rows.append(f"| `{p.name}` | {p.type.__name__} | `{default}` | {valid} | {search} | {p.doc} |")
         return "\n".join(rows)
@@ -226,7 +267,9 @@ class Schema(Mapping[str, Param]):
 
 # CM4IR's noise injection as an option of DDRM, DDNM and DiffPIR (declared once, shared by their schemas)
 NOISE_INJECTION = (
-    Param("noise_injection", bool, False, "CM4IR's noise injection instead of the DDIM re-noising"),
+    Param(
+        "noise_injection", bool, False, "CM4IR's noise injection instead of the DDIM re-noising", search=(False, True)
+    ),
     Param("eta_ni", float, 0.1, "fresh-noise share of the noise injection", low=0.0, high=1.0, search=(0.0, 1.0)),
 )
 

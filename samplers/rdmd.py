@@ -185,6 +185,7 @@ class RDMD(Sampler):
             "z",
             "restoration variable z, the last stochastic-branch estimate x0, or the last deterministic estimate d",
             choices=("z", "x0", "d"),
+            search=("z", "x0", "d"),
         ),
         Param(
             "det_input_scaling",
@@ -194,7 +195,7 @@ class RDMD(Sampler):
             choices=("none", "sqrt_abar"),
         ),
         Param("deterministic_prior", Prior, None, "prior of the deterministic branch (None: the same)", optional=True),
-        Param("init", str, "auto", "initialisation of z", choices=_INITS),
+        Param("init", str, "auto", "initialisation of z", choices=_INITS, search=("auto", "start", "pinv")),
         Param("sf", int, None, "SR factor of the sigma' schedule end (None: inferred)", low=1, optional=True),
         Param(
             "red_weight",
@@ -202,6 +203,7 @@ class RDMD(Sampler):
             "constant",
             "RED weight mu: constant lambda (1 - tau) sigma_y^2 (paper) or times (sigma'_0 / sigma'_k)^2 (sigma)",
             choices=("constant", "sigma"),
+            search=("constant", "sigma"),
         ),
         Param(
             "truncate",
@@ -209,6 +211,7 @@ class RDMD(Sampler):
             "all",
             "prior range below sigma_t0: skip whole iterations (all) or only the stochastic branch's (stochastic)",
             choices=("all", "stochastic"),
+            search=("all", "stochastic"),
         ),
         Param(
             "data_step",
@@ -216,6 +219,7 @@ class RDMD(Sampler):
             "auto",
             "gradient (paper), prox (exact minimiser), auto (prox for noiseless samples)",
             choices=("auto", "gradient", "prox"),
+            search=("auto", "prox"),
         ),
     )
     presets = {

@@ -169,16 +169,94 @@ def test_values_are_converted_to_the_declared_type():
 
 def test_search_space_is_inside_the_valid_range_and_log_ranges_are_positive():
     for name in SAMPLERS:
-        space = SAMPLERS.get(name).search_space()
+        cls = SAMPLERS.get(name)
+        space = cls.search_space()
         assert space, name  # every sampler has something to tune
         for key, p in space.items():
+            if p.choices is not None or p.type is bool:  # categorical: valid values, the default among them
+                assert len(set(p.search)) == len(p.search) >= 2 and not p.log, key
+                assert [p.check(v, name) for v in p.search] == list(p.search)
+                assert cls.hyperparameters[key] in p.search, key  # the first trial of a search is the defaults
+                continue
             lo, hi = p.search
             assert lo < hi
             p.check(lo, name), p.check(hi, name)  # raise if outside
             assert not p.log or lo > 0, key
-    assert set(SAMPLERS.get("rdmd").search_space()) == {"lambda_", "tau", "zeta"}
+    assert set(SAMPLERS.get("rdmd").search_space()) == {"lambda_", "tau", "zeta"} | set(CATEGORICAL["rdmd"])
     with pytest.raises(ValueError, match="search range"):
         Param("eta", float, 0.5, "share", low=0.0, high=1.0, search=(0.0, 2.0))
+
+
+# the options searched by drawing one of their values (the ones that change the result; not the sampler's identity
+# (DDNM's plus), paper-reproduction switches (RDMD's det_input_scaling) or options with no effect at the defaults
+# (CM4IR's injection_type, which only acts with non-zero deltas)); init values valid for every task
+CATEGORICAL = {
+    "rdmd": {
+        "output": ("z", "x0", "d"),
+        "init": ("auto", "start", "pinv"),
+        "red_weight": ("constant", "sigma"),
+        "truncate": ("all", "stochastic"),
+        "data_step": ("auto", "prox"),
+    },
+    "cm4ir": {"median_fill": (True, False), "truncation": ("drop", "fit")},
+    "ddrm": {"noise_injection": (False, True)},
+    "ddnm": {"noise_injection": (False, True)},
+    "ddnm+": {"noise_injection": (False, True)},
+    "diffpir": {"noise_injection": (False, True)},
+    "dps": {},
+    "pnp": {},
+}
+
+
+@pytest.mark.parametrize("sampler", sorted(CATEGORICAL))
+def test_categorical_search_values(sampler):
+    space = SAMPLERS.get(sampler).search_space()
+    assert {k: p.search for k, p in space.items() if p.choices is not None or p.type is bool} == CATEGORICAL[sampler]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(search=("z", "y")), "output: search values ('z', 'y'): 'y' is not one of 'z', 'x0'"),
+        (dict(search=("z",)), "output: search values ('z',): expected at least two distinct values"),
+        (dict(search=("z", "z")), "output: search values ('z', 'z'): expected at least two distinct values"),
+        (dict(search=("x0", "x1")), "output: search values ('x0', 'x1'): 'x1' is not"),
+        (dict(default="x0", search=("z", "x1")), "'x1' is not one of"),
+        (dict(search=("z", "x0"), log=True), "output: log applies to a search range of numbers"),
+        (dict(search=["z", "x0"]), "output: search must be a tuple"),
+    ],
+)
+def test_invalid_categorical_search_values_name_the_parameter(kwargs, message):
+    args = dict(name="output", type=str, default="z", doc="estimate", choices=("z", "x0")) | kwargs
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Param(**args)
+
+
+def test_categorical_search_must_hold_the_default_and_valid_flags():
+    with pytest.raises(ValueError, match=re.escape("output: search values ('x0', 'd') must include the default 'z'")):
+        Param("output", str, "z", "estimate", choices=("z", "x0", "d"), search=("x0", "d"))
+    with pytest.raises(ValueError, match=re.escape("fill: search values (False, 1): 1 is not true or false")):
+        Param("fill", bool, False, "fill holes", search=(False, 1))
+    with pytest.raises(ValueError, match=re.escape("kind: search values (0, 2): 2 is not one of 0, 1")):
+        Param("kind", int, 0, "kind", choices=(0, 1), search=(0, 2))
+    with pytest.raises(ValueError, match=re.escape("eta: search range (0.0, 0.5, 1.0) is not inside")):
+        Param("eta", float, 0.5, "share", low=0.0, high=1.0, search=(0.0, 0.5, 1.0))
+    # a copy with another default keeps the check (ddnm+ is ddnm with plus=True)
+    schema = Schema(Param("output", str, "z", "estimate", choices=("z", "x0", "d"), search=("z", "x0")))
+    with pytest.raises(ValueError, match="must include the default 'd'"):
+        schema.with_defaults(output="d")
+
+
+def test_markdown_shows_the_categorical_search_values():
+    schema = Schema(
+        Param("fill", bool, True, "fill holes", search=(True, False)),
+        Param("output", str, "z", "estimate", choices=("z", "x0", "d"), search=("z", "d")),
+        Param("eta", float, 0.5, "share", low=0.0, high=1.0, search=(0.0, 1.0)),
+    )
+    rows = schema.markdown().split("\n")[2:]
+    assert rows[0] == "| `fill` | bool | `True` | true or false | True, False | fill holes |"
+    assert rows[1] == "| `output` | str | `'z'` | one of 'z', 'x0', 'd' | 'z', 'd' | estimate |"
+    assert rows[2] == "| `eta` | float | `0.5` | a number in [0, 1] | 0 .. 1 | share |"
 
 
 def test_suggest_draws_from_the_search_range_with_optuna():
@@ -193,6 +271,24 @@ def test_suggest_draws_from_the_search_range_with_optuna():
         assert 0.005 <= params["gamma"] <= 1.0
         cm4ir.check_params(params)
         study.tell(trial, 0.0)
+
+
+def test_suggest_draws_categorical_values_with_optuna():
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rdmd, drawn = SAMPLERS.get("rdmd"), []
+    for _ in range(30):
+        trial = study.ask()
+        params = {k: p.suggest(trial) for k, p in rdmd.search_space().items()}
+        assert isinstance(trial.distributions["truncate"], optuna.distributions.CategoricalDistribution)
+        assert trial.distributions["output"].choices == ("z", "x0", "d")
+        drawn.append(params)
+        rdmd.check_params(params)
+        study.tell(trial, 0.0)
+    assert {p["output"] for p in drawn} == {"z", "x0", "d"} and {p["truncate"] for p in drawn} == {"all", "stochastic"}
+    flags = [SAMPLERS.get("cm4ir").schema["median_fill"].suggest(study.ask()) for _ in range(20)]
+    assert set(flags) == {True, False} and all(type(f) is bool for f in flags)
 
 
 def test_solve_rejects_a_bad_value_before_loading_the_prior():

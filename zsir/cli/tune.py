@@ -5,9 +5,17 @@ Example:
     zsir tune --dataset val/ --task sr4 --sigma-y 0.05 --prior builtin --sampler rdmd --trials 40 -o presets.json
     zsir restore photos/ --task sr4 --sampler rdmd --presets presets.json -o out/
 
-The search uses the first images of the folder (sorted by name) and scores the best setting and the defaults on the
-last --holdout images, which it never saw. --storage (default: OUTPUT.db beside the preset file) keeps
-the study: rerunning the same command resumes it. Ctrl-C stops the search and still writes the best trial so far.
+The search uses the first images of the folder (sorted by name; --files NAME ... keeps only those files) and scores
+the best setting and the defaults on the last --holdout images, which it never saw. --files builtin-validation
+selects the built-in prior's 10 validation images of CBSD68 (the files its last training stages left out):
+
+    zsir tune --dataset cbsd68/ --files builtin-validation --task sr4 --sampler cm4ir -o presets.json
+
+Numbers are searched over a range, choices and flags (RDMD's output, CM4IR's truncation, ...) over the values in the
+"search" column of the hyperparameter tables; --param KEY=VALUE holds any of them (steps too) fixed. With
+--nfe-budget, steps is searched up to the most the drawn options allow, and a trial over the budget is pruned
+unscored. --storage (default: OUTPUT.db beside the preset file) keeps the study: rerunning the same command resumes
+it. Ctrl-C stops the search and still writes the best trial so far.
 """
 
 from __future__ import annotations
@@ -46,9 +54,22 @@ def add_parser(sub) -> None:
     t.add_argument("--nfe-budget", type=positive_int, default=None, help="most network calls per restoration")
     t.add_argument("--size", type=positive_int, default=128, help="centre crop side of the images (default: 128)")
     t.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
+    t.add_argument(
+        "--files",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="use only these files of --dataset (names, not paths); builtin-validation: the built-in prior's "
+        "validation images of CBSD68",
+    )
     t.add_argument("--holdout", type=positive_int, default=None, help="held-out images (default: a third)")
     t.add_argument(
-        "--param", type=param, action="append", default=[], metavar="KEY=VALUE", help="hold a hyperparameter fixed"
+        "--param",
+        type=param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hold a hyperparameter fixed, e.g. output=d or steps=30 (repeatable)",
     )
     t.add_argument("--name", default=None, help="preset name in the file (default: SAMPLER-TASK-SIGMA)")
     t.add_argument(
@@ -62,12 +83,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from zsir.tune import tune
+    from zsir.tune import dataset_files, tune
 
     cls = sampler_class(args.sampler)
     task = task_from(args.task)
     if not args.dataset.is_dir():
         raise UsageError(f"--dataset: {args.dataset} is not a folder")
+    try:
+        dataset_files(args.dataset, args.files)
+    except ValueError as err:
+        raise UsageError(f"--{err}") from None  # "--dataset: ..." or "--files: ..."
     fixed = dict(args.param)
     try:
         cls.check_params(fixed)
@@ -90,6 +115,7 @@ def run(args) -> int:
             size=args.size,
             holdout=args.holdout,
             limit=args.limit,
+            files=args.files,
             fixed=fixed,
             seed=args.seed,
             storage=storage,
@@ -101,8 +127,10 @@ def run(args) -> int:
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
+    budget = f" ({res.over_budget} over the NFE budget)" if res.over_budget else ""
     print(
-        f"zsir tune: {res.completed} trial(s) completed, {res.pruned} pruned, {res.failed} failed; study in {storage}"
+        f"zsir tune: {res.completed} trial(s) completed, {res.pruned} pruned{budget}, {res.failed} failed; study in "
+        f"{storage}"
     )
     if res.entry is None:
         print("zsir tune: no trial completed; nothing written", file=sys.stderr)
