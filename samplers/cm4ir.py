@@ -37,6 +37,12 @@ starts from this informative point; the consistency models have ``sigma_max = 80
 (``sigma_max = 0.59``) keeps 2 of the default 4. ``truncation="fit"`` keeps all ``N`` steps instead and lowers
 ``iN`` to the largest value whose ``tau_N`` the prior covers (same ``gamma``; a zsir option, not in the paper).
 
+**Regulariser schedule.** ``reg_schedule="constant"`` (the paper) back-projects with the same ``eta_reg`` at every
+step; ``"tau"`` (a zsir option) uses ``eta_reg / tau_{k-1}^2`` at step ``k``: the estimate's error is about the
+next level ``tau_{k-1}``, so the measurements weigh less early and more late, the Tikhonov-weighted projection of
+an estimate with that error. It helps ill-conditioned blurs, where a constant small ``eta_reg`` amplifies the
+noise and a constant large one under-uses ``y`` in the last steps (docs/samplers/cm4ir.md).
+
 **Perception-distortion knob** (``pd`` in [0, 1]):
 
     ``eta = 0.1 + 0.8 pd``, ``delta_scale = 1 - pd``
@@ -167,6 +173,14 @@ class CM4IR(Sampler):
             choices=("drop", "fit"),
             search=("drop", "fit"),
         ),
+        Param(
+            "reg_schedule",
+            str,
+            "constant",
+            "back-projection regulariser per step: constant zeta sigma_y^2, or zeta sigma_y^2 / tau_{k-1}^2",
+            choices=("constant", "tau"),
+            search=("constant", "tau"),
+        ),
     )
     presets = dict(_row(*row) for row in _TABLE)
 
@@ -218,7 +232,8 @@ class CM4IR(Sampler):
             x0 = self.consistency(x, tau, self.deltas[k]).clamp(-1.0, 1.0)
             z_hat_minus = (x0 - x).div_(tau)  # pre-back-projection estimate, true tau
             del x  # the state is not needed again: at most 5 image-sized tensors live at once (12 MP: 0.7 GB)
-            x_bp = back_project(x0, y, operator, eta_reg, mu)
+            reg = eta_reg / self.taus[k + 1] ** 2 if p["reg_schedule"] == "tau" else eta_reg
+            x_bp = back_project(x0, y, operator, reg, mu)
             del x0
             x = inject_noise(x_bp, z_hat_minus, self.taus[k + 1], eta, generator)
             del x_bp, z_hat_minus

@@ -196,3 +196,37 @@ def test_samples_average_towards_the_posterior_mean(kind):
     err = posterior_mean_error(out.unsqueeze(1), p.post_mean)
     assert err < 0.25
     assert err < relative_error(p.operator.pinv(p.y, 0.01), p.post_mean)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "tau"])
+def test_reg_schedule_by_hand(schedule):
+    """Four steps with eta = 0 against dense algebra: step k back-projects with zeta sigma_y^2 (constant) or
+    zeta sigma_y^2 / tau_{k-1}^2 (tau), tau_{k-1} being the level the step hands on to."""
+    taus = CM4IR_TAUS[(250, 0.20)]  # iN 250, gamma 0.2 (the default), from the specification
+    g = torch.Generator().manual_seed(3)
+    M = (
+        torch.diag(torch.logspace(0, -2, 16, dtype=torch.float64))[:12]
+        @ torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0]
+    )
+    op = MatrixOperator(M, (1, 4, 4))
+    x = torch.randn(1, 1, 4, 4, generator=g, dtype=torch.float64) * 0.5
+    sigma, zeta, v = 0.2, 0.5, 0.25
+    y = op.A(x) + sigma * torch.randn(1, 12, generator=g, dtype=torch.float64).reshape(op.A(x).shape)
+    Ad = M
+    proj = lambda r, eta: Ad.T @ torch.linalg.solve(Ad @ Ad.T + eta * torch.eye(12, dtype=torch.float64), r)  # noqa: E731
+    yv = y.flatten()
+    eta_reg = zeta * sigma**2
+    z0 = torch.randn((1, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float32).double().flatten()
+    xk = proj(yv, eta_reg) + taus[0] * z0
+    for k in range(3):
+        x0 = (v * xk / (v + taus[k] ** 2)).clamp(-1, 1)
+        z_minus = (x0 - xk) / taus[k]
+        reg = eta_reg / taus[k + 1] ** 2 if schedule == "tau" else eta_reg
+        xk = x0 - proj(Ad @ x0 - yv, reg) + taus[k + 1] * z_minus
+    expected = (v * xk / (v + taus[3] ** 2)).clamp(-1, 1)
+    s = CM4IR(Shrink(), progress=False, eta=0.0, zeta=zeta, median_fill=False, reg_schedule=schedule)
+    out = s(y, op, _sig(sigma), torch.Generator().manual_seed(0)).flatten()
+    assert relative_error(out, expected) < 2e-3
+    other = CM4IR(Shrink(), progress=False, eta=0.0, zeta=zeta, median_fill=False,
+                  reg_schedule="tau" if schedule == "constant" else "constant")  # fmt: skip
+    assert relative_error(other(y, op, _sig(sigma), torch.Generator().manual_seed(0)).flatten(), expected) > 2e-2
