@@ -157,7 +157,7 @@ class CM4IR(Sampler):
             search=(0.01, 10.0),
             log=True,
         ),
-        Param("mu", float, 1.0, "back-projection step", low=0.0, search=(0.25, 1.5)),
+        Param("mu", float, 1.0, "back-projection step (relaxed projection: 0 < mu < 2)", low=0.0, search=(0.25, 2.0)),
         Param(
             "median_fill",
             bool,
