@@ -76,9 +76,9 @@ def test_anchored_ends_and_interpolation():
     assert pd_params(RDMD, 0.0, anchor) == {"tau": 0.2, "lambda_": 5.0, "steps": 30}
     assert pd_params(RDMD, 1.0, anchor) == {"tau": 1.0, "lambda_": 5.0, "steps": 30}  # RDMD.pd_params(1) on top
     assert pd_params(RDMD, 0.25, anchor)["tau"] == pytest.approx(0.2 + 0.25 * 0.8)  # linear
-    # a parameter the anchor does not set starts at the schema default: PnP's rho_scale 1 -> 2^-1 (log=True)
+    # a parameter the anchor does not set starts at the schema default: PnP's texture 0 -> 2 (linear)
     p = pd_params(PNP, 0.5, Anchor("t", "pnp", "builtin", "sr4", 0.05, {"lambda_": 0.1, "steps": 6}))
-    assert p == {"lambda_": 0.1, "steps": 6, "rho_scale": pytest.approx(math.sqrt(0.5))}
+    assert p == {"lambda_": 0.1, "steps": 6, "texture": pytest.approx(1.0)}
     # DPS zeta (log=True): geometric between the anchor's 0.4 and 10^-1
     p = pd_params(DPS, 0.5, Anchor("t", "dps", "builtin", "sr4", 0.05, {"zeta": 0.4}))
     assert p["zeta"] == pytest.approx(math.sqrt(0.4 * 0.1))
@@ -138,12 +138,12 @@ def test_solve_records_the_anchor_and_uses_the_tuned_preset():
     assert res.pd_anchor == "tuned-sr4" and res.steps == tuned["steps"]
     assert {k: res.params[k] for k in tuned if k != "steps"} == {k: v for k, v in tuned.items() if k != "steps"}
     res = zsir.solve(y, op, pd=1.0, task="sr4", steps=2, **kw)
-    assert res.steps == 2 and res.params["rho_scale"] == 0.5 and res.params["lambda_"] == tuned["lambda_"]
+    assert res.steps == 2 and res.params["texture"] == 2.0 and res.params["lambda_"] == tuned["lambda_"]
     for extra in ({"task": None}, {"preset": "sr4"}, {"pd": None}):  # no task, an explicit preset, no pd
         res = zsir.solve(y, op, **({"pd": 0.5, "task": "sr4"} | extra), **kw)
         assert res.pd_anchor is None
     res = zsir.solve(y, op, pd=0.5, task="sr4", preset="sr4", **kw)
-    assert res.params["rho_scale"] == pytest.approx(2**-0.5) and res.steps == PNP.preset("sr4").params["steps"]
+    assert res.params["texture"] == pytest.approx(1.0) and res.steps == PNP.preset("sr4").params["steps"]
 
 
 def test_unknown_task_fails_before_any_work():
