@@ -34,8 +34,9 @@ and passes more of it on (grain). The perturbation is an odd function of ``n`` a
 is exactly zero: the expected squared error to any reference is that of ``t = 0`` plus the perturbation's energy
 (``t^2 sigma_K^2 E||J n||^2`` for a linear denoiser; growing with ``t`` for the networks, measured). The distortion
 therefore grows with ``t`` from **any** setting of the other parameters (a tuned preset included), without relying
-on that setting being optimal. The noise is drawn only from the ``generator`` passed to the sampler
-(:func:`zsir.samplers.base.randn`): the same seed gives the same output.
+on that setting being optimal (:func:`~zsir.samplers.steps.texture_probe`, shared with RDMD). The noise is drawn
+only from the ``generator`` passed to the sampler (:func:`zsir.samplers.base.randn`): the same seed gives the same
+output.
 
 **Start truncation**: a prior whose ``sigma_max`` is below ``2 sigma_start`` (model units) starts at the first
 level it covers (the initialisation is already informative).
@@ -59,10 +60,10 @@ from torch import Tensor
 from zsir import units
 from zsir.operators.base import LinearOperator
 from zsir.priors.base import Prior
-from zsir.samplers.base import Preset, Sampler, randn, register_sampler
+from zsir.samplers.base import Preset, Sampler, register_sampler
 from zsir.samplers.params import Param, Schema
 from zsir.samplers.schedules import dpir_sigmas, truncate_to_prior
-from zsir.samplers.steps import informative_start
+from zsir.samplers.steps import informative_start, texture_probe
 
 __all__ = ["PnP", "pnp_schedule"]
 
@@ -171,8 +172,7 @@ class PnP(Sampler):
         for k in range(self._start, self.steps):
             x = operator.prox_l2(z, y, gammas[k].view(-1, 1, 1, 1))
             z = self.denoise(x, levels[k])
-        t = self.params["texture"]
-        if t > 0.0:  # model units: the level is 2 sigma_K, the probe's std t times it
-            n = randn(x.shape, generator, x).mul_(t * levels[-1].view(-1, 1, 1, 1))
-            z = z + 0.5 * (self.denoise(x + n, levels[-1]) - self.denoise(x - n, levels[-1]))
+        if self.params["texture"] > 0.0:  # model units: the level is 2 sigma_K, the probe's std t times it
+            last = levels[-1].view(-1, 1, 1, 1)
+            z = z + texture_probe(lambda v: self.denoise(v, levels[-1]), x, last, self.params["texture"], generator)
         return z
