@@ -66,6 +66,7 @@ BAD = [
     ("pnp", "sigma_end_min", 0, "pnp: hyperparameter sigma_end_min: expected a number > 0, got 0"),
     ("pnp", "texture", -0.1, "pnp: hyperparameter texture: expected a number in [0, 4], got -0.1"),
     ("pnp", "texture", 4.5, "pnp: hyperparameter texture: expected a number in [0, 4], got 4.5"),
+    ("rdmd", "texture", -1, "rdmd: hyperparameter texture: expected a number in [0, 4], got -1"),
 ]
 
 
@@ -90,6 +91,7 @@ def test_every_sampler_parameter_is_declared_with_doc_and_valid_default():
             "data_step",
             "red_weight",
             "truncate",
+            "texture",
         },
         "cm4ir": {
             "iN",

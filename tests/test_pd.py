@@ -72,10 +72,10 @@ def test_shipped_presets_are_anchors():
 
 
 def test_anchored_ends_and_interpolation():
-    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"tau": 0.2, "lambda_": 5.0, "steps": 30})
-    assert pd_params(RDMD, 0.0, anchor) == {"tau": 0.2, "lambda_": 5.0, "steps": 30}
-    assert pd_params(RDMD, 1.0, anchor) == {"tau": 1.0, "lambda_": 5.0, "steps": 30}  # RDMD.pd_params(1) on top
-    assert pd_params(RDMD, 0.25, anchor)["tau"] == pytest.approx(0.2 + 0.25 * 0.8)  # linear
+    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"texture": 0.2, "lambda_": 5.0, "steps": 30})
+    assert pd_params(RDMD, 0.0, anchor) == {"texture": 0.2, "lambda_": 5.0, "steps": 30}
+    assert pd_params(RDMD, 1.0, anchor) == {"texture": 2.0, "lambda_": 5.0, "steps": 30}  # RDMD.pd_params(1) on top
+    assert pd_params(RDMD, 0.25, anchor)["texture"] == pytest.approx(0.2 + 0.25 * 1.8)  # linear
     # a parameter the anchor does not set starts at the schema default: PnP's texture 0 -> 2 (linear)
     p = pd_params(PNP, 0.5, Anchor("t", "pnp", "builtin", "sr4", 0.05, {"lambda_": 0.1, "steps": 6}))
     assert p == {"lambda_": 0.1, "steps": 6, "texture": pytest.approx(1.0)}
@@ -117,8 +117,8 @@ def test_generic_mapping_is_the_anchored_one_from_its_own_pd0():
 
 
 def test_precedence_preset_pd_explicit():
-    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"tau": 0.2, "zeta": 0.9, "steps": 30})
-    assert resolve_params(RDMD, None, 0.5, {}, anchor=anchor) == {"tau": 0.6, "zeta": 0.9, "steps": 30}
+    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"texture": 0.2, "zeta": 0.9, "steps": 30})
+    assert resolve_params(RDMD, None, 0.5, {}, anchor=anchor) == {"texture": 1.1, "zeta": 0.9, "steps": 30}
     assert resolve_params(RDMD, None, 0.5, {"zeta": 0.1}, anchor=anchor)["zeta"] == 0.1  # explicit beats pd
     p = resolve_params(RDMD, "deblur", 0.5, {}, anchor=anchor)  # a preset's steps beat the anchor's
     assert p["steps"] == RDMD.preset("deblur").params.get("steps", 30)
