@@ -36,8 +36,8 @@ corrections and the detail of earlier steps forward). The distortion grows monot
 Gaussian problems (MSE to the exact posterior mean, ``tests/test_baselines.py``) and on held-out CBSD68 crops with
 the built-in prior and FFDNet (``benchmarks/pd.py``). The knob stops at 0.3, not at the official configs' 0.1:
 with FFDNet on Gaussian deblurring PSNR rose again by 0.40 dB between ``zeta`` 0.325 and 0.1 (from the tuned
-preset; 0.53 dB from the generic setting). The price is a shorter range: at ``pd = 1`` PSNR is 0.0 to 0.6 dB
-higher than at 0.1 (BENCHMARKS.md).
+preset; 0.53 dB from the generic setting). At ``pd = 1`` PSNR is between 0.4 dB lower and 0.7 dB higher than at
+0.1 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
