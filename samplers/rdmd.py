@@ -268,7 +268,7 @@ class RDMD(Sampler):
         "denoiser": Preset(
             "zsir's variant for Gaussian-denoiser priors (the built-in prior, FFDNet), not the paper's: exact data "
             "step, RED weight grown like PnP's, deterministic iterations kept under truncation, output d; tau 0 "
-            "(pd moves it), measured in BENCHMARKS.md",
+            "(pd adds texture), measured in BENCHMARKS.md",
             {
                 "lambda_": 5.0,
                 "tau": 0.0,

@@ -300,7 +300,7 @@ def test_pnp_texture_is_seeded_noise_of_the_stated_size():
     run = lambda seed, **kw: SAMPLERS.get("pnp")(Shrink(), steps=6, progress=False, **kw)(y, op, sig, _gen(seed))  # noqa: E731
     base = run(0)
     torch.testing.assert_close(base, run(1), rtol=0, atol=0)
-    s = SAMPLERS.get("pnp")(Shrink(), steps=6, progress=False, texture=1.5)
+    s = SAMPLERS.get("pnp")(Shrink(), steps=6, progress=False, **SAMPLERS.get("pnp").pd_params(0.75))  # texture 1.5
     a = s(y, op, sig, _gen(0))
     assert s.nfe == s.total_nfe() == 8
     torch.testing.assert_close(a, run(0, texture=1.5), rtol=0, atol=0)
