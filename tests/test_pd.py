@@ -183,6 +183,7 @@ def test_benchmark_tables_flag_a_rise(tmp_path, monkeypatch, capsys):
     res = json.loads(out.read_text())["results"]["sr4"]["pnp"]
     steps = SAMPLERS.get("pnp").preset("tuned-sr4").params["steps"]  # PnP: one network call per step
     assert res["anchor"] == "tuned-sr4" and set(res["pd"]) == {"0", "1"} and res["pd"]["0"]["nfe"] == steps
+    assert res["pd"]["1"]["nfe"] == steps + 2  # pd 1: texture 2, the probe's two calls
     assert "| pnp | tuned-sr4 |" in capsys.readouterr().out
     row = {"psnr": 20.0, "haarpsi": 0.5, "nfe": 4}
     made = {
@@ -194,3 +195,8 @@ def test_benchmark_tables_flag_a_rise(tmp_path, monkeypatch, capsys):
     assert "| x | generic | 20.00 / 0.500 | 20.30 / 0.500 | no (+0.30 dB) | 4 |" in bench.tables(made)
     assert "| x | 20.00 / 20.30 (0.500 / 0.500) g |" in bench.compact(made, ("0", "1"))
     assert bench.monotone([3.0, 2.0, 2.0]) and not bench.monotone([3.0, 3.1])
+    # --files: only the named images, --start / --images counted among them
+    assert [n for n, _ in bench.crops(data, 0, 1, 16, 1, ["b.png"])] == ["b.png"]
+    assert [n for n, _ in bench.crops(data, 1, 1, 16, 1, ["b.png", "a.png"])] == ["b.png"]
+    with pytest.raises(SystemExit, match="fewer than 2"):
+        bench.crops(data, 0, 2, 16, 1, ["a.png"])
