@@ -17,6 +17,7 @@ Examples::
     python benchmarks/pd.py --images 3 --size 64 --dps-steps 50 --json pd.json
     python benchmarks/pd.py --samplers pnp ddrm --tasks sr4 --mapping generic
     python benchmarks/pd.py --prior ffdnet --json pd-ffdnet.json
+    python benchmarks/pd.py --files builtin-validation --start 7 --images 3   # the 3 that zsir tune held out
     python benchmarks/pd.py --table pd.json [--compact]   # --compact: PSNR (HaarPSI) at pd 0 / 0.5 / 1, g = generic
 """
 
@@ -32,8 +33,9 @@ import torch
 
 import zsir
 from zsir import metrics as zmetrics
-from zsir.io import SUPPORTED_SUFFIXES, centre_crop, read_image
+from zsir.io import centre_crop, read_image
 from zsir.tasks import parse_task
+from zsir.tune import dataset_files
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbsd68"
 SAMPLERS = ["rdmd", "cm4ir", "ddrm", "ddnm+", "diffpir", "pnp", "dps"]
@@ -41,11 +43,15 @@ TASKS = ["sr4", "deblur-gauss", "deblur-motion", "inpaint-random"]
 PDS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def crops(folder: Path, start: int, count: int, size: int, factor: int) -> list[tuple[str, torch.Tensor]]:
-    """Centre crops ``size x size`` (a multiple of ``factor``) of the sorted images ``start .. start + count - 1``."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES)[start : start + count]
+def crops(
+    folder: Path, start: int, count: int, size: int, factor: int, names: list[str] | None = None
+) -> list[tuple[str, torch.Tensor]]:
+    """Centre crops ``size x size`` (a multiple of ``factor``) of the images ``start .. start + count - 1`` of
+    ``folder`` sorted by name, or of only the ``names`` among them (file names, or a key of
+    :data:`zsir.tune.FILE_SETS` such as ``builtin-validation``)."""
+    files = dataset_files(folder, names)[start : start + count]
     if len(files) < count:
-        raise SystemExit(f"--data: {folder} has {len(files)} image(s) from index {start}, fewer than {count}")
+        raise SystemExit(f"--data: {folder} has {len(files)} selected image(s) from index {start}, fewer than {count}")
     return [(p.name, centre_crop(read_image(p, channels=3), size, factor)) for p in files]
 
 
@@ -137,6 +143,13 @@ def compact(data: dict, pds: tuple[str, ...] = ("0", "0.5", "1")) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA, help="folder of clean validation images (default: CBSD68)")
+    ap.add_argument(
+        "--files",
+        nargs="+",
+        default=None,
+        help="only these files of --data (names, or builtin-validation: the built-in prior's validation images); "
+        "--start and --images then count among them",
+    )
     ap.add_argument("--start", type=int, default=9, help="index of the first image (sorted by name)")
     ap.add_argument("--images", type=int, default=3, help="number of images")
     ap.add_argument("--size", type=int, default=64, help="side of the centre crops in pixels")
@@ -163,7 +176,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for task in args.tasks:
         factor = parse_task(task).factor
-        images = crops(args.data, args.start, args.images, args.size, factor)
+        images = crops(args.data, args.start, args.images, args.size, factor, args.files)
         data["meta"]["image_names"] = [n for n, _ in images]
         for sampler in args.samplers:
             r = measure(args, prior, task, sampler, images)

@@ -56,14 +56,32 @@ branch and the data step of the iterations a truncated prior cannot take (the st
 ``rho`` is negligible there, joins at ``k0``); the preset ``"denoiser"`` combines them with the exact data step and
 ``output="d"`` (``lambda_ = 5``, ``tau = 0``, 30 steps).
 
-**Perception-distortion knob.** ``tau = pd``: 0 = deterministic RED branch only (lowest distortion), 1 =
-stochastic branch only (DiffPIR-like, most perceptual).
+**Perception-distortion knob.** ``texture = 2 pd`` (zsir's addition, shared with PnP:
+:func:`~zsir.samplers.steps.texture_probe`). ``texture = t > 0`` adds to the output the odd part of a
+denoiser's response to fresh noise of ``t`` times its level, a zero-mean perturbation shaped by the prior's
+posterior covariance (Tweedie: ``J_D = Cov / sigma^2``):
+
+.. math::
+
+    \text{out} \leftarrow \text{out} + \tfrac12\left[D(v + t \sigma n, \sigma) - D(v - t \sigma n, \sigma)\right],
+    \qquad n \sim \mathcal N(0, I),
+
+with ``D`` the deterministic branch's denoiser at its last level ``sigma = sigma'_{N-1}`` (model units; about the
+measurement noise, like PnP's last level) and ``v`` the input of its last call (the last ``z``, scaled as that
+branch scales it), for every ``output``. Its mean is exactly zero whatever ``v`` is, so the expected squared error
+grows by the perturbation's energy and PSNR falls with ``pd`` from any setting, a tuned preset
+included. ``tau`` (the paper's split between the branches) is no longer what pd moves: from the tuned presets
+``tau -> 1`` moved PSNR by under 0.35 dB where it worked, and with the exact data step (``data_step="prox"``, the
+``"denoiser"`` options the blur presets use) intermediate ``tau`` collapsed on motion blur (FFDNet 25.3 -> 13.4 dB
+at ``tau`` 0.56, BENCHMARKS.md): the first stochastic iterations join with a small total prior weight
+``mu + rho``, and the exact data step then amplifies the noise in the kernel's weak frequencies. Set ``tau``
+explicitly to use the stochastic branch.
 
 **NFE.** Two prior calls per iteration, minus the calls whose result is unused: ``2N - 2`` for ``output="z"``
 (both calls of the last iteration), ``2N - 1`` for ``output="x0"`` or ``"d"``. A branch whose weight is zero for the
 whole batch is not evaluated and not counted: ``tau = 1`` or ``sigma_y = 0`` gives ``mu = 0`` (the deterministic
 branch disappears: noiseless RDMD is a DiffPIR-like sampler), ``tau = 0`` gives ``rho = 0`` (only the final
-``x_hat`` of ``output="x0"`` is evaluated).
+``x_hat`` of ``output="x0"`` is evaluated). ``texture > 0`` adds two calls.
 
 **Start truncation.** A prior whose ``sigma_max`` is below ``sigma_{t_0}`` (e.g. a denoiser prior) starts at the
 first iteration ``k0`` whose level it covers (:func:`~zsir.samplers.schedules.truncate_to_prior`), from the
@@ -104,7 +122,15 @@ from zsir.samplers.schedules import (
     quad_timesteps,
     truncate_to_prior,
 )
-from zsir.samplers.steps import informative_start, ls_gradient, noise_estimate, renoise, scale_factor, unobserved_mask
+from zsir.samplers.steps import (
+    informative_start,
+    ls_gradient,
+    noise_estimate,
+    renoise,
+    scale_factor,
+    texture_probe,
+    unobserved_mask,
+)
 
 __all__ = ["RDMD", "rdmd_timesteps", "rdmd_det_timesteps", "rdmd_weights"]
 
@@ -214,6 +240,14 @@ class RDMD(Sampler):
             search=("all", "stochastic"),
         ),
         Param(
+            "texture",
+            float,
+            0.0,
+            "std of the output's antithetic noise probe, in units of its denoiser level (0: none; pd)",
+            low=0.0,
+            high=4.0,
+        ),
+        Param(
             "data_step",
             str,
             "auto",
@@ -234,7 +268,7 @@ class RDMD(Sampler):
         "denoiser": Preset(
             "zsir's variant for Gaussian-denoiser priors (the built-in prior, FFDNet), not the paper's: exact data "
             "step, RED weight grown like PnP's, deterministic iterations kept under truncation, output d; tau 0 "
-            "(pd moves it), measured in BENCHMARKS.md",
+            "(pd adds texture), measured in BENCHMARKS.md",
             {
                 "lambda_": 5.0,
                 "tau": 0.0,
@@ -264,16 +298,17 @@ class RDMD(Sampler):
         N, k0, p = self.steps, self._start, self.params
         det = (N - 1 - self._first(det_used)) if det_used else 0
         sto = (N - 1 - k0) if p["tau"] > 0.0 else 0
-        return det + sto + int(p["output"] != "z")
+        return det + sto + int(p["output"] != "z") + (2 if p["texture"] > 0.0 else 0)
 
     def total_nfe(self) -> int:
-        """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``, ``"d"``) for ``0 < tau < 1`` and ``sigma_y > 0``."""
+        """``2N - 2`` (``output="z"``) or ``2N - 1`` (``"x0"``, ``"d"``) for ``0 < tau < 1`` and ``sigma_y > 0``,
+        plus 2 with ``texture > 0``."""
         return self._calls(det_used=self.params["tau"] < 1.0)
 
     @classmethod
     def pd_params(cls, pd: float) -> dict:
-        """``tau = pd`` (0 = deterministic RED branch, 1 = stochastic branch)."""
-        return {"tau": pd}
+        """``texture = 2 pd`` (the zero-mean probe at the output's denoiser; see the module docstring)."""
+        return {"texture": 2.0 * pd}
 
     # ----- pieces ---------------------------------------------------------------------------------------------
     def _initial_z(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, x_shape, sf: int) -> Tensor:
@@ -348,7 +383,7 @@ class RDMD(Sampler):
         prox = self._prox_mask(sigma_img)
         if self._bar is not None:
             self._bar.total = self._calls(det_used)
-        if det_used or p["output"] == "d":
+        if det_used or p["output"] == "d" or p["texture"] > 0.0:
             det_level, det_scale, red = self._det_levels(sigma_img, sf, det_prior)
 
         N, k0 = self.steps, self._start
@@ -380,9 +415,15 @@ class RDMD(Sampler):
                 x = renoise(z_new, eps, sig[k + 1], zeta, generator)
                 del eps
             z = z_new
+        out = z
         if p["output"] == "x0":
             x = z + sig[k0] * randn(z.shape, generator, z) if x is None else x  # k0 = N - 1: no iteration ran
-            return self.denoise(x, sig[N - 1])
-        if p["output"] == "d":
-            return self.denoise(z * det_scale[N - 1].view(-1, 1, 1, 1), det_level[N - 1], prior=det_prior)
-        return z
+            out = self.denoise(x, sig[N - 1])
+        if p["output"] == "d" or p["texture"] > 0.0:  # the deterministic branch at its last level
+            level, v = det_level[N - 1], z * det_scale[N - 1].view(-1, 1, 1, 1)
+            probe = lambda u: self.denoise(u, level, prior=det_prior)  # noqa: E731
+            if p["output"] == "d":
+                out = probe(v)
+            if p["texture"] > 0.0:
+                out = out + texture_probe(probe, v, level.view(-1, 1, 1, 1), p["texture"], generator)
+        return out

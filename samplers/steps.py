@@ -22,6 +22,7 @@ __all__ = [
     "renoise",
     "inject_noise",
     "renoise_or_inject",
+    "texture_probe",
     "back_project",
     "ls_gradient",
     "residual",
@@ -112,6 +113,29 @@ def renoise_or_inject(
     if eta_ni is None:
         return renoise(x0, eps, sigma_next, zeta, generator, draw, out)
     return inject_noise(x0, -eps, sigma_next, eta_ni, generator, draw, out)
+
+
+def texture_probe(
+    denoise: Callable[[Tensor], Tensor],
+    x: Tensor,
+    level: float | Tensor,
+    texture: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    r"""The zero-mean, posterior-shaped perturbation of the pd knob ``texture`` (PnP, RDMD):
+
+    .. math::
+
+        \tfrac12 \left[D(x + t \sigma n) - D(x - t \sigma n)\right] \approx t \sigma J_D(x) n,\qquad
+        J_D = \mathrm{Cov}[x_0 \mid x] / \sigma^2 \ \text{(Tweedie, for an MMSE denoiser)},
+
+    with ``n ~ N(0, I)`` from ``generator``, ``sigma = level`` the denoiser's level (model units, a float or a
+    ``(B, 1, 1, 1)`` tensor) and ``t = texture``. ``denoise`` maps an input to the denoiser's output at that level
+    (two calls). The result is an odd function of the symmetric ``n``, so its mean is exactly zero: added to an
+    estimate it raises the expected squared error by its own energy and moves nothing else.
+    """
+    n = randn(x.shape, generator, x).mul_(level).mul_(texture)
+    return (denoise(x + n) - denoise(x - n)).mul_(0.5)
 
 
 def back_project(

@@ -291,6 +291,43 @@ def test_timesteps_are_only_for_diffusion_samplers():
         SAMPLERS.get("rdmd")(Shrink(), timesteps=[10, 5])
 
 
+def test_pnp_texture_is_seeded_noise_of_the_stated_size():
+    """texture = 0 is deterministic (the seed does not matter); texture > 0 draws only from the generator (same seed,
+    same output; another seed, another output), costs two more denoiser calls, and with the linear denoiser
+    D(x) = c x, c = v / (v + s^2), adds exactly c t s n: the noise std is t times the last level s (model units)."""
+    op, y = _matrix_problem()
+    sig = _sig([0.1, 0.3])
+    run = lambda seed, **kw: SAMPLERS.get("pnp")(Shrink(), steps=6, progress=False, **kw)(y, op, sig, _gen(seed))  # noqa: E731
+    base = run(0)
+    torch.testing.assert_close(base, run(1), rtol=0, atol=0)
+    s = SAMPLERS.get("pnp")(Shrink(), steps=6, progress=False, **SAMPLERS.get("pnp").pd_params(0.75))  # texture 1.5
+    a = s(y, op, sig, _gen(0))
+    assert s.nfe == s.total_nfe() == 8
+    torch.testing.assert_close(a, run(0, texture=1.5), rtol=0, atol=0)
+    assert not torch.allclose(a, run(1, texture=1.5))
+    # the last level: max(sigma_end_min, sigma_y); the sampler gets sigma_y in model units (0.1, 0.3), so is it
+    level = torch.tensor([0.1, 0.3], dtype=torch.float64).view(-1, 1, 1, 1)
+    c = 0.25 / (0.25 + level**2)
+    n = torch.randn(a.shape, generator=_gen(0), dtype=torch.float32).to(a)
+    torch.testing.assert_close(a - base, c * 1.5 * level * n, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["blur", "inpaint"])
+def test_pnp_distortion_grows_with_texture(kind):
+    """On exact Gaussian problems the mean squared distance of single PnP outputs to the exact posterior mean grows
+    with texture 0, 0.5, 1, 2 while the mean over draws stays at the texture-0 output (a zero-mean perturbation)."""
+    pb = gaussian_problem(kind, sigma_y=0.1, size=16, seed=0)
+    K, mse = 64, []
+    for t in (0.0, 0.5, 1.0, 2.0):
+        s = SAMPLERS.get("pnp")(pb.prior, steps=8, progress=False, texture=t)
+        out = s(pb.y.repeat(K, 1, 1, 1), pb.operator, pb.sigma.repeat(K, 1, 1, 1), _gen())
+        mse.append(float(((out - pb.post_mean) ** 2).mean()))
+        if t == 0.0:
+            base = out[:1]
+    assert mse[0] < mse[1] < mse[2] < mse[3], mse
+    assert relative_error(out.mean(0, keepdim=True), base) < 0.1
+
+
 # ----- exact Gaussian posteriors -----------------------------------------------------------------------------------
 # (sampler, steps, hyperparameters, tolerance on ||mean of 64 samples - E[x|y]|| / ||E[x|y]||). The error of the
 # mean of 64 *exact* posterior samples is 0.06 (blur) / 0.09 (inpainting); the prior mean has error 1 and the

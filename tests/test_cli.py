@@ -67,9 +67,10 @@ def test_restore_simulate_writes_png_grid_json(tmp_path, astro, capsys):
     rec = json.loads((out / "astro.json").read_text())
     assert rec["zsir_version"] == zsir.__version__ and rec["mode"] == "simulate"
     assert rec["sampler"] == "rdmd" and rec["prior"] == "builtin" and rec["pd"] == 0.5 and rec["steps"] == 3
-    # pd 0.5 half-way from the tuned preset for rdmd / builtin / sr4 to RDMD's perceptual end tau = 1; --steps wins
+    # pd 0.5 half-way from the tuned preset for rdmd / builtin / sr4 to RDMD's perceptual end texture = 2; --steps wins
     assert rec["pd_anchor"] == "tuned-sr4" and rec["nfe"] > 0 and rec["seconds"] > 0
-    assert rec["params"]["tau"] == pytest.approx((RDMD.preset("tuned-sr4").params["tau"] + 1.0) / 2)
+    assert rec["params"]["texture"] == pytest.approx(1.0)
+    assert rec["params"]["tau"] == pytest.approx(RDMD.preset("tuned-sr4").params["tau"])
     m = rec["metrics"]
     assert 10 < m["psnr"] < 40 and 0 < m["ssim"] <= 1 and 0 < m["haarpsi"] <= 1 and m["mdsi"] > 0
     assert m["lpips"] is not None or "lpips" in rec["metrics_unavailable"]

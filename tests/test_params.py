@@ -64,8 +64,9 @@ BAD = [
     ("pnp", "lambda_", 0.0, "pnp: hyperparameter lambda_: expected a number > 0, got 0.0"),
     ("pnp", "sigma_start", -0.1, "pnp: hyperparameter sigma_start: expected a number > 0, got -0.1"),
     ("pnp", "sigma_end_min", 0, "pnp: hyperparameter sigma_end_min: expected a number > 0, got 0"),
-    ("pnp", "rho_scale", 0.0, "pnp: hyperparameter rho_scale: expected a number in (0, 1], got 0.0"),
-    ("pnp", "rho_scale", 1.2, "pnp: hyperparameter rho_scale: expected a number in (0, 1], got 1.2"),
+    ("pnp", "texture", -0.1, "pnp: hyperparameter texture: expected a number in [0, 4], got -0.1"),
+    ("pnp", "texture", 4.5, "pnp: hyperparameter texture: expected a number in [0, 4], got 4.5"),
+    ("rdmd", "texture", -1, "rdmd: hyperparameter texture: expected a number in [0, 4], got -1"),
 ]
 
 
@@ -90,6 +91,7 @@ def test_every_sampler_parameter_is_declared_with_doc_and_valid_default():
             "data_step",
             "red_weight",
             "truncate",
+            "texture",
         },
         "cm4ir": {
             "iN",
@@ -109,7 +111,7 @@ def test_every_sampler_parameter_is_declared_with_doc_and_valid_default():
         "ddnm+": {"eta", "plus", "zeta", "noise_injection", "eta_ni"},
         "diffpir": {"lambda_", "zeta", "noise_injection", "eta_ni"},
         "dps": {"zeta", "eta"},
-        "pnp": {"lambda_", "sigma_start", "sigma_end_min", "rho_scale"},
+        "pnp": {"lambda_", "sigma_start", "sigma_end_min", "texture"},
     }
     assert set(SAMPLERS) == set(expected)
     for name, keys in expected.items():

@@ -72,13 +72,13 @@ def test_shipped_presets_are_anchors():
 
 
 def test_anchored_ends_and_interpolation():
-    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"tau": 0.2, "lambda_": 5.0, "steps": 30})
-    assert pd_params(RDMD, 0.0, anchor) == {"tau": 0.2, "lambda_": 5.0, "steps": 30}
-    assert pd_params(RDMD, 1.0, anchor) == {"tau": 1.0, "lambda_": 5.0, "steps": 30}  # RDMD.pd_params(1) on top
-    assert pd_params(RDMD, 0.25, anchor)["tau"] == pytest.approx(0.2 + 0.25 * 0.8)  # linear
-    # a parameter the anchor does not set starts at the schema default: PnP's rho_scale 1 -> 2^-1 (log=True)
+    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"texture": 0.2, "lambda_": 5.0, "steps": 30})
+    assert pd_params(RDMD, 0.0, anchor) == {"texture": 0.2, "lambda_": 5.0, "steps": 30}
+    assert pd_params(RDMD, 1.0, anchor) == {"texture": 2.0, "lambda_": 5.0, "steps": 30}  # RDMD.pd_params(1) on top
+    assert pd_params(RDMD, 0.25, anchor)["texture"] == pytest.approx(0.2 + 0.25 * 1.8)  # linear
+    # a parameter the anchor does not set starts at the schema default: PnP's texture 0 -> 2 (linear)
     p = pd_params(PNP, 0.5, Anchor("t", "pnp", "builtin", "sr4", 0.05, {"lambda_": 0.1, "steps": 6}))
-    assert p == {"lambda_": 0.1, "steps": 6, "rho_scale": pytest.approx(math.sqrt(0.5))}
+    assert p == {"lambda_": 0.1, "steps": 6, "texture": pytest.approx(1.0)}
     # DPS zeta (log=True): geometric between the anchor's 0.4 and 10^-1
     p = pd_params(DPS, 0.5, Anchor("t", "dps", "builtin", "sr4", 0.05, {"zeta": 0.4}))
     assert p["zeta"] == pytest.approx(math.sqrt(0.4 * 0.1))
@@ -117,8 +117,8 @@ def test_generic_mapping_is_the_anchored_one_from_its_own_pd0():
 
 
 def test_precedence_preset_pd_explicit():
-    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"tau": 0.2, "zeta": 0.9, "steps": 30})
-    assert resolve_params(RDMD, None, 0.5, {}, anchor=anchor) == {"tau": 0.6, "zeta": 0.9, "steps": 30}
+    anchor = Anchor("t", "rdmd", "builtin", "sr4", 0.05, {"texture": 0.2, "zeta": 0.9, "steps": 30})
+    assert resolve_params(RDMD, None, 0.5, {}, anchor=anchor) == {"texture": 1.1, "zeta": 0.9, "steps": 30}
     assert resolve_params(RDMD, None, 0.5, {"zeta": 0.1}, anchor=anchor)["zeta"] == 0.1  # explicit beats pd
     p = resolve_params(RDMD, "deblur", 0.5, {}, anchor=anchor)  # a preset's steps beat the anchor's
     assert p["steps"] == RDMD.preset("deblur").params.get("steps", 30)
@@ -138,12 +138,12 @@ def test_solve_records_the_anchor_and_uses_the_tuned_preset():
     assert res.pd_anchor == "tuned-sr4" and res.steps == tuned["steps"]
     assert {k: res.params[k] for k in tuned if k != "steps"} == {k: v for k, v in tuned.items() if k != "steps"}
     res = zsir.solve(y, op, pd=1.0, task="sr4", steps=2, **kw)
-    assert res.steps == 2 and res.params["rho_scale"] == 0.5 and res.params["lambda_"] == tuned["lambda_"]
+    assert res.steps == 2 and res.params["texture"] == 2.0 and res.params["lambda_"] == tuned["lambda_"]
     for extra in ({"task": None}, {"preset": "sr4"}, {"pd": None}):  # no task, an explicit preset, no pd
         res = zsir.solve(y, op, **({"pd": 0.5, "task": "sr4"} | extra), **kw)
         assert res.pd_anchor is None
     res = zsir.solve(y, op, pd=0.5, task="sr4", preset="sr4", **kw)
-    assert res.params["rho_scale"] == pytest.approx(2**-0.5) and res.steps == PNP.preset("sr4").params["steps"]
+    assert res.params["texture"] == pytest.approx(1.0) and res.steps == PNP.preset("sr4").params["steps"]
 
 
 def test_unknown_task_fails_before_any_work():
@@ -183,6 +183,7 @@ def test_benchmark_tables_flag_a_rise(tmp_path, monkeypatch, capsys):
     res = json.loads(out.read_text())["results"]["sr4"]["pnp"]
     steps = SAMPLERS.get("pnp").preset("tuned-sr4").params["steps"]  # PnP: one network call per step
     assert res["anchor"] == "tuned-sr4" and set(res["pd"]) == {"0", "1"} and res["pd"]["0"]["nfe"] == steps
+    assert res["pd"]["1"]["nfe"] == steps + 2  # pd 1: texture 2, the probe's two calls
     assert "| pnp | tuned-sr4 |" in capsys.readouterr().out
     row = {"psnr": 20.0, "haarpsi": 0.5, "nfe": 4}
     made = {
@@ -194,3 +195,8 @@ def test_benchmark_tables_flag_a_rise(tmp_path, monkeypatch, capsys):
     assert "| x | generic | 20.00 / 0.500 | 20.30 / 0.500 | no (+0.30 dB) | 4 |" in bench.tables(made)
     assert "| x | 20.00 / 20.30 (0.500 / 0.500) g |" in bench.compact(made, ("0", "1"))
     assert bench.monotone([3.0, 2.0, 2.0]) and not bench.monotone([3.0, 3.1])
+    # --files: only the named images, --start / --images counted among them
+    assert [n for n, _ in bench.crops(data, 0, 1, 16, 1, ["b.png"])] == ["b.png"]
+    assert [n for n, _ in bench.crops(data, 1, 1, 16, 1, ["b.png", "a.png"])] == ["b.png"]
+    with pytest.raises(SystemExit, match="fewer than 2"):
+        bench.crops(data, 0, 2, 16, 1, ["a.png"])

@@ -59,12 +59,14 @@ def test_num_samples_and_result_fields():
 
 def test_precedence_preset_pd_explicit():
     assert resolve_params(RDMD, "deblur", None, {})["zeta"] == 0.3
-    assert resolve_params(RDMD, "deblur", 0.2, {})["tau"] == 0.2  # pd overrides the preset
-    assert resolve_params(RDMD, "deblur", 0.2, {"tau": 0.9})["tau"] == 0.9  # explicit overrides pd
+    p = resolve_params(RDMD, "deblur", 0.2, {})
+    assert p["texture"] == pytest.approx(0.4) and p["tau"] == 0.5  # pd on top of the preset, which keeps its tau
+    assert resolve_params(RDMD, "deblur", 0.2, {"texture": 0.9})["texture"] == 0.9  # explicit overrides pd
+    assert resolve_params(RDMD, "deblur", None, {"tau": 0.9})["tau"] == 0.9  # explicit overrides the preset
     res = _solve(preset="sr", pd=0.25, steps=None, return_result=True)
-    assert res.steps == 100 and res.params["tau"] == 0.25 and res.params["init"] == "bicubic"
-    res = _solve(preset="sr", pd=0.25, tau=0.75, steps=3, return_result=True)
-    assert res.steps == 3 and res.params["tau"] == 0.75
+    assert res.steps == 100 and res.params["texture"] == 0.5 and res.params["init"] == "bicubic"
+    res = _solve(preset="sr", pd=0.25, texture=0.75, steps=3, return_result=True)
+    assert res.steps == 3 and res.params["texture"] == 0.75
 
 
 def test_unknown_sampler_lists_known_and_suggests():
