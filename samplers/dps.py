@@ -86,7 +86,7 @@ class DPS(DiffusionSampler):
             0.5,
             "step size of the residual-norm gradient (0.5: official FFHQ inpainting; 0.3: SR and deblurring)",
             low=0.0,
-            search=(0.01, 2.0),
+            search=(0.01, 50.0),
             log=True,
         ),
         Param("eta", float, 1.0, "scale of the DDPM noise (1: the paper)", low=0.0, high=1.0, search=(0.0, 1.0)),
