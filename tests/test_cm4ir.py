@@ -211,9 +211,9 @@ def test_reg_schedule_by_hand(schedule):
     op = MatrixOperator(M, (1, 4, 4))
     x = torch.randn(1, 1, 4, 4, generator=g, dtype=torch.float64) * 0.5
     sigma, zeta, v = 0.2, 0.5, 0.25
-    y = op.A(x) + sigma * torch.randn(1, 12, generator=g, dtype=torch.float64).reshape(op.A(x).shape)
-    Ad = M
-    proj = lambda r, eta: Ad.T @ torch.linalg.solve(Ad @ Ad.T + eta * torch.eye(12, dtype=torch.float64), r)  # noqa: E731
+    y = op.A(x)
+    y = y + sigma * torch.randn(y.shape, generator=g, dtype=torch.float64)
+    proj = lambda r, eta: M.T @ torch.linalg.solve(M @ M.T + eta * torch.eye(12, dtype=torch.float64), r)  # noqa: E731
     yv = y.flatten()
     eta_reg = zeta * sigma**2
     z0 = torch.randn((1, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float32).double().flatten()
@@ -222,11 +222,12 @@ def test_reg_schedule_by_hand(schedule):
         x0 = (v * xk / (v + taus[k] ** 2)).clamp(-1, 1)
         z_minus = (x0 - xk) / taus[k]
         reg = eta_reg / taus[k + 1] ** 2 if schedule == "tau" else eta_reg
-        xk = x0 - proj(Ad @ x0 - yv, reg) + taus[k + 1] * z_minus
+        xk = x0 - proj(M @ x0 - yv, reg) + taus[k + 1] * z_minus
     expected = (v * xk / (v + taus[3] ** 2)).clamp(-1, 1)
-    s = CM4IR(Shrink(), progress=False, eta=0.0, zeta=zeta, median_fill=False, reg_schedule=schedule)
-    out = s(y, op, _sig(sigma), torch.Generator().manual_seed(0)).flatten()
-    assert relative_error(out, expected) < 2e-3
-    other = CM4IR(Shrink(), progress=False, eta=0.0, zeta=zeta, median_fill=False,
-                  reg_schedule="tau" if schedule == "constant" else "constant")  # fmt: skip
-    assert relative_error(other(y, op, _sig(sigma), torch.Generator().manual_seed(0)).flatten(), expected) > 2e-2
+
+    def run(reg_schedule):
+        s = CM4IR(Shrink(), progress=False, eta=0.0, zeta=zeta, median_fill=False, reg_schedule=reg_schedule)
+        return s(y, op, _sig(sigma), torch.Generator().manual_seed(0)).flatten()
+
+    assert relative_error(run(schedule), expected) < 2e-3
+    assert relative_error(run("tau" if schedule == "constant" else "constant"), expected) > 2e-2
