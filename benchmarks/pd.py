@@ -34,6 +34,8 @@ import torch
 import zsir
 from zsir import metrics as zmetrics
 from zsir.io import centre_crop, read_image
+from zsir.samplers import SAMPLERS as REGISTRY
+from zsir.samplers.pd import find_anchor
 from zsir.tasks import parse_task
 from zsir.tune import dataset_files
 
@@ -59,6 +61,8 @@ def measure(args, prior, task_name: str, sampler: str, images) -> dict:
     """Mean PSNR / HaarPSI (/ LPIPS) at every ``pd`` for one sampler and task."""
     task = parse_task(task_name)
     rows, anchor, lpips_note = {}, None, None
+    anchored = args.mapping == "anchored" and find_anchor(REGISTRY.get(sampler), prior, task, args.sigma_y)
+    steps = args.dps_steps if sampler == "dps" and not anchored else None  # a tuned preset brings its own steps
     for pd in args.pd:
         scores = {"psnr": [], "haarpsi": [], "lpips": []}
         nfe = seconds = 0.0
@@ -74,7 +78,7 @@ def measure(args, prior, task_name: str, sampler: str, images) -> dict:
                 prior=prior,
                 sigma_y=args.sigma_y,
                 pd=pd,
-                steps=args.dps_steps if sampler == "dps" else None,
+                steps=steps,
                 generator=args.seed,
                 progress=False,
                 return_result=True,
@@ -159,7 +163,12 @@ def main() -> None:
     ap.add_argument("--prior", default="builtin")
     ap.add_argument("--sigma-y", type=float, default=0.05, help="measurement noise std, [0, 1] image units")
     ap.add_argument("--mapping", choices=("anchored", "generic"), default="anchored")
-    ap.add_argument("--dps-steps", type=int, default=50, help="DPS steps (its default 1000 is too slow on a CPU)")
+    ap.add_argument(
+        "--dps-steps",
+        type=int,
+        default=50,
+        help="DPS steps where no tuned preset sets them (its default 1000 is too slow on a CPU)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here (after every sampler)")
     ap.add_argument("--table", type=Path, default=None, help="only print the tables of a --json file")

@@ -27,6 +27,13 @@ calls; default 1000 steps as the paper, uniform respacing of the prior's alpha-b
 variance is the DDPM ``beta_tilde`` (``fixedsmall``); the paper's networks learn it (``learned_range``), which
 zsir's denoiser protocol does not expose.
 
+**Image size.** Dividing by the residual norm makes the step's per-pixel strength fall as ``1 / sqrt(pixels)``:
+the same ``zeta`` pulls twice as hard on a 128 x 128 image as on the 256 x 256 ones the paper tuned it on, and
+half as hard on a 512 x 512 one. ``zeta_scaling = "image-size"`` multiplies ``zeta`` by
+``sqrt(C H W / (3 * 256 * 256))``, so a value keeps the per-pixel strength it has on a 256 x 256 colour image at
+every size (identical to ``"paper"`` there). The default ``"paper"`` is the published step; zsir's tuned presets
+use ``"image-size"``, so a preset tuned on 128-pixel crops carries over to photographs.
+
 **The noise-unit trap.** DPS adds its ``sigma = 0.05`` to images in **[-1, 1]**, i.e. ``sigma_y = 0.025`` in
 zsir's [0, 1] units; ``zsir.solve(sigma_y=0.05)`` is twice the paper's noise.
 
@@ -53,7 +60,10 @@ from zsir.samplers.base import DiffusionSampler, Preset, Sampler, randn, registe
 from zsir.samplers.params import Param, Schema
 from zsir.samplers.steps import initial_state
 
-__all__ = ["DPS", "residual_norm_gradient"]
+__all__ = ["DPS", "REFERENCE_NUMEL", "residual_norm_gradient", "zeta_factor"]
+
+REFERENCE_NUMEL = 3 * 256 * 256
+"""Values per sample of the images the paper's ``zeta`` was set for (256 x 256, colour)."""
 
 
 def residual_norm_gradient(
@@ -67,6 +77,12 @@ def residual_norm_gradient(
         norm = sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
         (grad,) = torch.autograd.grad(norm.sum(), x)
     return x0.detach(), grad
+
+
+def zeta_factor(scaling: str, x: Tensor) -> float:
+    """The factor ``zeta`` is multiplied by for a state ``x`` of shape ``(B, C, H, W)``: 1 for ``"paper"``,
+    ``sqrt(C H W / REFERENCE_NUMEL)`` for ``"image-size"`` (see the module docstring)."""
+    return math.sqrt(x[0].numel() / REFERENCE_NUMEL) if scaling == "image-size" else 1.0
 
 
 @register_sampler("dps")
@@ -86,10 +102,18 @@ class DPS(DiffusionSampler):
             0.5,
             "step size of the residual-norm gradient (0.5: official FFHQ inpainting; 0.3: SR and deblurring)",
             low=0.0,
-            search=(0.01, 50.0),
+            search=(0.01, 100.0),
             log=True,
         ),
         Param("eta", float, 1.0, "scale of the DDPM noise (1: the paper)", low=0.0, high=1.0, search=(0.0, 1.0)),
+        Param(
+            "zeta_scaling",
+            str,
+            "paper",
+            "zeta as published (its per-pixel strength falls as 1 / sqrt(pixels)), or scaled by "
+            "sqrt(C H W / (3 * 256 * 256)) so that it means the same at every image size",
+            choices=("paper", "image-size"),
+        ),
     )
     presets = {
         "sr4": Preset(
@@ -112,9 +136,9 @@ class DPS(DiffusionSampler):
         return {"zeta": 10.0 ** (-pd)}
 
     def run(self, y: Tensor, operator: LinearOperator, sigma_y: Tensor, generator) -> Tensor:
-        zeta, eta = self.params["zeta"], self.params["eta"]
-        k0, levels = self.start, self.levels
+        eta, k0, levels = self.params["eta"], self.start, self.levels
         x = initial_state(y, operator, levels[k0], generator, informative=k0 > 0, sigma_y=sigma_y).detach()
+        zeta = self.params["zeta"] * zeta_factor(self.params["zeta_scaling"], x)
         for k in range(k0, self.steps):
             sigma, sigma_next = levels[k], levels[k + 1]
             x0, grad = residual_norm_gradient(self, x, sigma, y, operator)

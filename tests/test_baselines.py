@@ -151,6 +151,45 @@ def test_dps_gradient_is_per_sample():
     torch.testing.assert_close(g, ref)
 
 
+def test_dps_image_size_scaling_keeps_the_per_pixel_step_across_sizes():
+    """On a pixelwise prior and the identity, a 2x nearest-upsampled problem has the same per-pixel residual but a
+    residual norm twice as large: the paper's step is half as strong per pixel there, the "image-size" step the
+    same, and both agree on a 256 x 256 colour image."""
+    from zsir.samplers.dps import DPS, residual_norm_gradient, zeta_factor
+
+    op, s = operators.Identity(), DPS(Shrink(channels=3), steps=2, progress=False)
+    x = torch.randn(1, 3, 16, 16, generator=_gen(6), dtype=torch.float64)
+    y = torch.rand(1, 3, 16, 16, generator=_gen(7), dtype=torch.float64)
+    up = torch.nn.Upsample(scale_factor=2, mode="nearest")
+    _, g_small = residual_norm_gradient(s, x, 0.5, y, op)
+    _, g_large = residual_norm_gradient(s, up(x), 0.5, up(y), op)
+    torch.testing.assert_close(g_large, up(g_small) / 2)
+    step = {n: zeta_factor("image-size", v) * g for n, v, g in (("small", x, g_small), ("large", up(x), g_large))}
+    torch.testing.assert_close(step["large"], up(step["small"]))
+    assert zeta_factor("paper", x) == 1.0
+    assert zeta_factor("image-size", torch.zeros(2, 3, 256, 256)) == 1.0
+    assert zeta_factor("image-size", torch.zeros(1, 3, 128, 128)) == 0.5
+
+
+def test_dps_image_size_scaling_is_a_rescaled_zeta_in_the_run():
+    """At 3 x 32 x 32 (1/8 of the reference side) "image-size" with zeta 8 is exactly "paper" with zeta 1."""
+    from zsir.samplers.dps import DPS
+
+    op = operators.AveragePoolSR(2)
+    y = op.A(torch.rand(2, 3, 32, 32, generator=_gen(8), dtype=torch.float64))
+    out = {
+        scaling: DPS(Shrink(channels=3), steps=6, zeta=zeta, zeta_scaling=scaling, progress=False)(
+            y, op, _sig(0.05, 2), _gen(9)
+        )
+        for scaling, zeta in (("paper", 1.0), ("image-size", 8.0))
+    }
+    torch.testing.assert_close(out["paper"], out["image-size"], rtol=1e-12, atol=1e-12)
+    paper_8 = DPS(Shrink(channels=3), steps=6, zeta=8.0, progress=False)(y, op, _sig(0.05, 2), _gen(9))
+    assert not torch.allclose(paper_8, out["paper"])
+    with pytest.raises(ValueError, match="zeta_scaling"):
+        DPS(Shrink(), zeta_scaling="pixels")
+
+
 def test_ddrm_rejects_non_svd_operators():
     from zsir.samplers.ddrm import DDRM
 

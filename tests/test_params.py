@@ -110,7 +110,7 @@ def test_every_sampler_parameter_is_declared_with_doc_and_valid_default():
         "ddnm": {"eta", "plus", "zeta", "noise_injection", "eta_ni"},
         "ddnm+": {"eta", "plus", "zeta", "noise_injection", "eta_ni"},
         "diffpir": {"lambda_", "zeta", "noise_injection", "eta_ni"},
-        "dps": {"zeta", "eta"},
+        "dps": {"zeta", "eta", "zeta_scaling"},
         "pnp": {"lambda_", "sigma_start", "sigma_end_min", "texture"},
     }
     assert set(SAMPLERS) == set(expected)
