@@ -32,7 +32,8 @@ the same ``zeta`` pulls twice as hard on a 128 x 128 image as on the 256 x 256 o
 half as hard on a 512 x 512 one. ``zeta_scaling = "image-size"`` multiplies ``zeta`` by
 ``sqrt(C H W / (3 * 256 * 256))``, so a value keeps the per-pixel strength it has on a 256 x 256 colour image at
 every size (identical to ``"paper"`` there). The default ``"paper"`` is the published step; zsir's tuned presets
-use ``"image-size"``, so a preset tuned on 128-pixel crops carries over to photographs.
+use ``"image-size"``, so a preset tuned on 128-pixel crops keeps its per-pixel strength on other sizes (the best
+strength still depends on the images: BENCHMARKS.md measures both scalings at 64, 128 and 256 px).
 
 **The noise-unit trap.** DPS adds its ``sigma = 0.05`` to images in **[-1, 1]**, i.e. ``sigma_y = 0.025`` in
 zsir's [0, 1] units; ``zsir.solve(sigma_y=0.05)`` is twice the paper's noise.
