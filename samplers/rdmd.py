@@ -383,7 +383,8 @@ class RDMD(Sampler):
         prox = self._prox_mask(sigma_img)
         if self._bar is not None:
             self._bar.total = self._calls(det_used)
-        if det_used or p["output"] == "d" or p["texture"] > 0.0:
+        last_det = p["output"] == "d" or p["texture"] > 0.0  # a final deterministic-branch call
+        if det_used or last_det:
             det_level, det_scale, red = self._det_levels(sigma_img, sf, det_prior)
 
         N, k0 = self.steps, self._start
@@ -419,7 +420,7 @@ class RDMD(Sampler):
         if p["output"] == "x0":
             x = z + sig[k0] * randn(z.shape, generator, z) if x is None else x  # k0 = N - 1: no iteration ran
             out = self.denoise(x, sig[N - 1])
-        if p["output"] == "d" or p["texture"] > 0.0:  # the deterministic branch at its last level
+        if last_det:  # the deterministic branch at its last level
             level, v = det_level[N - 1], z * det_scale[N - 1].view(-1, 1, 1, 1)
             probe = lambda u: self.denoise(u, level, prior=det_prior)  # noqa: E731
             if p["output"] == "d":
